@@ -1,0 +1,133 @@
+"""Settings in one place.
+
+Everything labelflow can be told comes from one :class:`Settings` object, read from (highest
+precedence first) keyword arguments, ``LABELFLOW_*`` environment variables, an optional TOML
+file named by ``LABELFLOW_CONFIG_FILE`` (or ``labelflow.toml`` in the working directory), and
+the defaults below. By default every piece of state — the local broker, the SQLite catalog and
+the blob store — lives under one data directory, so ``rm -rf .labelflow`` is a full reset.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from platformdirs import user_cache_dir
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = "labelflow.toml"
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("LABELFLOW_CONFIG_FILE", DEFAULT_CONFIG_FILE))
+
+
+class Settings(BaseSettings):
+    """labelflow's configuration. Field names map to ``LABELFLOW_<NAME>`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="LABELFLOW_", extra="ignore")
+
+    data_dir: Path = Field(Path(".labelflow"), description="Where local state lives.")
+    cache_dir: Path = Field(
+        Path(user_cache_dir("labelflow")),
+        description="Per-user cache (Kafka jars), shared by every data directory.",
+    )
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        None, description="An external cluster; when unset the local broker is used."
+    )
+    kafka_version: str = "4.1.1"
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = Field(9092, description="Local broker's client port.")
+    kafka_controller_port: int = Field(9093, description="Local broker's KRaft controller port.")
+    kafka_heap: str = "-Xms256m -Xmx1g"
+    kafka_start_timeout_s: float = 90.0
+    kafka_stop_timeout_s: float = 30.0
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_client_extra: dict[str, str] = Field(
+        default_factory=dict,
+        description="Any other librdkafka property, passed through unchanged.",
+    )
+
+    # --- Topics ------------------------------------------------------------------------
+    topic_partitions: int = Field(6, ge=1, description="Partitions of the pipeline topics.")
+    topic_replication_factor: int = Field(1, ge=1)
+    topic_prefix: str = Field("", description="Prefix for every topic name (shared clusters).")
+
+    # --- Storage -----------------------------------------------------------------------
+    catalog_url: str | None = Field(None, description="SQLAlchemy URL; SQLite in data_dir if unset.")
+    blob_url: str | None = Field(None, description="Blob store root; data_dir/blobs if unset.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        return init_settings, env_settings, toml, file_secret_settings
+
+    # --- Derived -----------------------------------------------------------------------
+    @property
+    def uses_local_broker(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.data_dir / "kafka"
+
+    @property
+    def resolved_catalog_url(self) -> str:
+        return self.catalog_url or f"sqlite:///{(self.data_dir / 'catalog.db').resolve()}"
+
+    @property
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or str((self.data_dir / "blobs").resolve())
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """librdkafka properties common to every producer, consumer and admin client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            ),
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+            "ssl.certificate.location": self.kafka_ssl_certificate_location,
+            "ssl.key.location": self.kafka_ssl_key_location,
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
+        conf.update(self.kafka_client_extra)
+        return conf
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (and the config file), with explicit overrides."""
+    return Settings(**overrides)

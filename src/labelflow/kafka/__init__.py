@@ -1,0 +1,1 @@
+"""The bus: local broker lifecycle, topic declarations, client construction."""

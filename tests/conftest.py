@@ -1,0 +1,81 @@
+"""Session-wide fixtures: one real Kafka broker for the whole test session.
+
+The broker is started through the same code as ``labelflow kafka up``, in a temporary data
+directory on free ports, so a developer's own broker on 9092 is never touched. When
+``LABELFLOW_KAFKA_BOOTSTRAP`` is set, that cluster is used instead and every topic name gets a
+per-session prefix so runs never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import NewTopic
+
+from labelflow.config import Settings
+from labelflow.kafka.broker import LocalBroker
+from labelflow.kafka.clients import admin_client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0, what: str = "") -> None:
+    """Poll ``predicate`` until true; fail the test with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    if not predicate():
+        pytest.fail(f"timed out after {timeout_s} s waiting for {what or predicate}")
+
+
+def local_broker_settings(data_dir: Path) -> Settings:
+    """Settings for a private local broker on free ports (jars from the shared user cache)."""
+    return Settings(
+        data_dir=data_dir,
+        kafka_bootstrap=None,
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        topic_partitions=4,
+    )
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings pointing at a running, real Kafka broker."""
+    external = os.environ.get("LABELFLOW_KAFKA_BOOTSTRAP")
+    data_dir = tmp_path_factory.mktemp("labelflow")
+    if external:
+        yield Settings(data_dir=data_dir, topic_prefix=f"test-{uuid.uuid4().hex[:8]}.")
+        return
+    settings = local_broker_settings(data_dir)
+    broker = LocalBroker(settings)
+    broker.up()
+    try:
+        yield settings
+    finally:
+        broker.down()
+
+
+@pytest.fixture
+def make_topic(kafka_settings: Settings) -> Callable[..., str]:
+    """Create a fresh, uniquely named topic and return its name."""
+
+    def make(partitions: int = 1, prefix: str = "t") -> str:
+        name = f"{kafka_settings.topic_prefix}{prefix}-{uuid.uuid4().hex[:10]}"
+        admin = admin_client(kafka_settings)
+        admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=30)
+        return name
+
+    return make
