@@ -9,8 +9,6 @@ per-session prefix so runs never collide.
 from __future__ import annotations
 
 import os
-import socket
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,23 +19,7 @@ from confluent_kafka.admin import NewTopic
 from labelflow.config import Settings
 from labelflow.kafka.broker import LocalBroker
 from labelflow.kafka.clients import admin_client
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0, what: str = "") -> None:
-    """Poll ``predicate`` until true; fail the test with ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    if not predicate():
-        pytest.fail(f"timed out after {timeout_s} s waiting for {what or predicate}")
+from support import free_port
 
 
 def local_broker_settings(data_dir: Path) -> Settings:
