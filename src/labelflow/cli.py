@@ -26,8 +26,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-kafka_app = typer.Typer(help="The local Apache Kafka broker (single node, KRaft).",
-                        no_args_is_help=True)
+kafka_app = typer.Typer(
+    help="The local Apache Kafka broker (single node, KRaft).", no_args_is_help=True
+)
 topics_app = typer.Typer(help="The pipeline's topics, declared in code.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")

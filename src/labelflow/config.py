@@ -51,9 +51,7 @@ class Settings(BaseSettings):
     kafka_heap: str = "-Xms256m -Xmx1g"
     kafka_start_timeout_s: float = 90.0
     kafka_stop_timeout_s: float = 30.0
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
-        "PLAINTEXT"
-    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
@@ -71,7 +69,9 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("", description="Prefix for every topic name (shared clusters).")
 
     # --- Storage -----------------------------------------------------------------------
-    catalog_url: str | None = Field(None, description="SQLAlchemy URL; SQLite in data_dir if unset.")
+    catalog_url: str | None = Field(
+        None, description="SQLAlchemy URL; SQLite in data_dir if unset."
+    )
     blob_url: str | None = Field(None, description="Blob store root; data_dir/blobs if unset.")
 
     @classmethod

@@ -27,8 +27,10 @@ def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
     what log shippers in front of worker processes expect.
     """
     level = (level or os.environ.get("LABELFLOW_LOG_LEVEL", "INFO")).upper()
-    fmt = fmt or os.environ.get("LABELFLOW_LOG_FORMAT") or (
-        "console" if sys.stderr.isatty() else "json"
+    fmt = (
+        fmt
+        or os.environ.get("LABELFLOW_LOG_FORMAT")
+        or ("console" if sys.stderr.isatty() else "json")
     )
     renderer = (
         structlog.processors.JSONRenderer()

@@ -34,7 +34,9 @@ def producer(settings: Settings, overrides: dict[str, Any] | None = None) -> Pro
     return Producer(_conf(settings, {**base, **(overrides or {})}))
 
 
-def consumer(settings: Settings, group_id: str, overrides: dict[str, Any] | None = None) -> Consumer:
+def consumer(
+    settings: Settings, group_id: str, overrides: dict[str, Any] | None = None
+) -> Consumer:
     """A ``read_committed`` consumer that never auto-commits: offsets are committed by the
     transaction that produced the record's outputs, or explicitly by the caller."""
     base = {
