@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import NewTopic
@@ -19,18 +18,7 @@ from confluent_kafka.admin import NewTopic
 from labelflow.config import Settings
 from labelflow.kafka.broker import LocalBroker
 from labelflow.kafka.clients import admin_client
-from support import free_port
-
-
-def local_broker_settings(data_dir: Path) -> Settings:
-    """Settings for a private local broker on free ports (jars from the shared user cache)."""
-    return Settings(
-        data_dir=data_dir,
-        kafka_bootstrap=None,
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        topic_partitions=4,
-    )
+from support import local_broker_settings
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, Message
+
+from labelflow.config import Settings
 
 
 def free_port() -> int:
@@ -24,3 +28,28 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0, what: str =
         time.sleep(0.05)
     if not predicate():
         pytest.fail(f"timed out after {timeout_s} s waiting for {what or predicate}")
+
+
+def consume(consumer: Consumer, count: int, timeout_s: float = 30.0) -> list[Message]:
+    """Poll until ``count`` records arrived (or ``timeout_s`` passed); return them in order.
+
+    Fewer than ``count`` comes back on timeout, so the caller's assertion says what is missing.
+    """
+    records: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    while len(records) < count and time.monotonic() < deadline:
+        msg = consumer.poll(0.2)
+        if msg is not None and msg.error() is None:
+            records.append(msg)
+    return records
+
+
+def local_broker_settings(data_dir: Path) -> Settings:
+    """Settings for a private local broker on free ports (jars from the shared user cache)."""
+    return Settings(
+        data_dir=data_dir,
+        kafka_bootstrap=None,
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        topic_partitions=4,
+    )

@@ -106,7 +106,13 @@ def find_java() -> str:
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Whether a listener could bind ``host:port`` now.
+
+    SO_REUSEADDR as the JVM sets it: without it, connections of a just-stopped broker lingering
+    in TIME_WAIT would make the port look busy for a minute after ``down``.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

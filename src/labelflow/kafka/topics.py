@@ -9,9 +9,11 @@ changing it.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from labelflow.config import Settings
@@ -36,7 +38,7 @@ class Topic(StrEnum):
 class TopicSpec:
     """One topic's desired shape. ``partitions=None`` means the configured default."""
 
-    topic: Topic
+    topic: Topic | str
     purpose: str
     retention_ms: int
     cleanup_policy: str = "delete"
@@ -89,7 +91,7 @@ class ResolvedTopic:
 def resolve(specs: tuple[TopicSpec, ...], settings: Settings) -> list[ResolvedTopic]:
     return [
         ResolvedTopic(
-            name=settings.topic_prefix + spec.topic.value,
+            name=topic_name(spec.topic, settings),
             partitions=spec.partitions or settings.topic_partitions,
             replication_factor=settings.topic_replication_factor,
             config=spec.config(),
@@ -99,8 +101,35 @@ def resolve(specs: tuple[TopicSpec, ...], settings: Settings) -> list[ResolvedTo
     ]
 
 
-def topic_name(topic: Topic, settings: Settings) -> str:
-    return settings.topic_prefix + topic.value
+def topic_name(topic: Topic | str, settings: Settings) -> str:
+    return settings.topic_prefix + str(topic)
+
+
+RETRY_TOPIC_RETENTION_MS = 7 * DAY_MS
+"""Longer than the longest retry delay by far: a retry record must outlive a stopped stage."""
+
+
+def retry_topic(level: int) -> str:
+    """The logical name of the topic holding records that wait for their ``level``-th retry.
+
+    One topic per delay, shared by every stage (a header names the stage): records in one
+    topic all wait the same time, so they are due in the order they were written and a worker
+    only ever waits for the record at the head of a partition.
+    """
+    return f"labelflow.retry.{level}"
+
+
+def declared_topics(settings: Settings) -> tuple[TopicSpec, ...]:
+    """Every topic labelflow uses: the pipeline's, plus one retry topic per retry delay."""
+    retries = tuple(
+        TopicSpec(
+            retry_topic(level),
+            f"records waiting {delay:g} s for retry {level} after a transient failure",
+            RETRY_TOPIC_RETENTION_MS,
+        )
+        for level, delay in enumerate(settings.retry_delays_s, start=1)
+    )
+    return PIPELINE_TOPICS + retries
 
 
 @dataclass(frozen=True)
@@ -140,6 +169,21 @@ def diff_topic(
     return drifts
 
 
+def _wait_for_metadata(admin: AdminClient, names: set[str], timeout_s: float) -> dict:
+    """Topic metadata once every name in ``names`` is visible.
+
+    A broker's metadata cache trails the KRaft controller: a topic whose creation was just
+    acknowledged (by us or by a concurrent ``ensure``) may be absent from metadata for a moment.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = admin.list_topics(timeout=timeout_s).topics
+        existing = {name: meta for name, meta in topics.items() if meta.error is None}
+        if names <= existing.keys() or time.monotonic() > deadline:
+            return existing
+        time.sleep(0.1)
+
+
 def ensure_topics(
     admin: AdminClient, wanted: list[ResolvedTopic], timeout_s: float = 30.0
 ) -> EnsureReport:
@@ -148,6 +192,7 @@ def ensure_topics(
     metadata = admin.list_topics(timeout=timeout_s)
     existing = {name: meta for name, meta in metadata.topics.items() if meta.error is None}
     missing = [t for t in wanted if t.name not in existing]
+    raced: set[str] = set()
     if missing:
         futures = admin.create_topics(
             [
@@ -157,10 +202,19 @@ def ensure_topics(
             request_timeout=timeout_s,
         )
         for name, future in futures.items():
-            future.result(timeout=timeout_s)
+            try:
+                future.result(timeout=timeout_s)
+            except KafkaException as exc:
+                # Another process ensured it first, or our metadata was stale: compare instead.
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+                raced.add(name)
+                continue
             log.info("topic created", extra={"topic": name})
             report.created.append(name)
-    present = [t for t in wanted if t.name in existing]
+    if raced:
+        existing = _wait_for_metadata(admin, raced, timeout_s)
+    present = [t for t in wanted if t.name in existing and t.name not in report.created]
     if present:
         resources = [ConfigResource(ResourceType.TOPIC, t.name) for t in present]
         configs = admin.describe_configs(resources, request_timeout=timeout_s)
