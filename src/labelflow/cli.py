@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,8 +16,11 @@ from labelflow.config import Settings, get_settings
 from labelflow.errors import LabelflowError
 from labelflow.kafka.broker import LocalBroker
 from labelflow.kafka.clients import admin_client
-from labelflow.kafka.topics import PIPELINE_TOPICS, ensure_topics, resolve
+from labelflow.kafka.topics import declared_topics, ensure_topics, resolve
 from labelflow.logs import setup_logging
+
+if TYPE_CHECKING:
+    from labelflow.kafka.dlq import DeadLetter
 
 console = Console()
 err = Console(stderr=True)
@@ -158,7 +162,7 @@ def topics_ensure(ctx: typer.Context) -> None:
     topic's partitions would move keys between partitions and break per-task ordering.
     """
     settings = _settings(ctx)
-    report = ensure_topics(admin_client(settings), resolve(PIPELINE_TOPICS, settings))
+    report = ensure_topics(admin_client(settings), resolve(declared_topics(settings), settings))
     for name in report.created:
         console.print(f"[green]created[/]   {name}")
     for name in report.unchanged:
@@ -179,11 +183,132 @@ def topics_list(ctx: typer.Context) -> None:
     """Show the declared topics and their settings."""
     settings = _settings(ctx)
     table = Table("topic", "partitions", "cleanup", "retention", "purpose")
-    for t in resolve(PIPELINE_TOPICS, settings):
+    for t in resolve(declared_topics(settings), settings):
         retention_ms = int(t.config["retention.ms"])
         retention = "forever" if retention_ms < 0 else f"{retention_ms // 86_400_000} d"
         table.add_row(t.name, str(t.partitions), t.config["cleanup.policy"], retention, t.purpose)
     console.print(table)
+
+
+# --- run ----------------------------------------------------------------------------------
+@app.command("run")
+def run_stage(
+    ctx: typer.Context,
+    stage: Annotated[str, typer.Argument(help="A built-in stage name, or module:attribute.")],
+    worker_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LABELFLOW_WORKER_ID",
+            help="Stable id of this worker (e.g. a pod ordinal): a restart then fences the "
+            "previous process at once. Random when unset.",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on this port.")
+    ] = None,
+) -> None:
+    """Run one worker process of a stage until SIGTERM/SIGINT (exit 0) or a fatal error."""
+    from labelflow.kafka import metrics
+    from labelflow.kafka.runner import Runner
+    from labelflow.stage import load_stage
+
+    runner = Runner(load_stage(stage), _settings(ctx), worker_id=worker_id)
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
+    runner.run()
+
+
+# --- dlq ----------------------------------------------------------------------------------
+dlq_app = typer.Typer(
+    help="The dead-letter topic: what failed, why, and replaying it.", no_args_is_help=True
+)
+app.add_typer(dlq_app, name="dlq")
+
+_STAGE_OPTION = typer.Option("--stage", help="Only letters of this stage.", show_default=False)
+_CODE_OPTION = typer.Option("--code", help="Only this error code.", show_default=False)
+_SINCE_OPTION = typer.Option(
+    "--since", help="Only failures since: 30m, 2h, 7d or an ISO time.", show_default=False
+)
+
+
+def _dlq_filter(
+    stage: str | None, code: str | None, since: str | None, ids: list[str] | None = None
+) -> Callable[[DeadLetter], bool]:
+    from labelflow.kafka.dlq import matches, parse_since
+
+    when = parse_since(since) if since else None
+    return matches(stage=stage, code=code, since=when, ids=frozenset(ids or ()))
+
+
+@dlq_app.command("list")
+def dlq_list(
+    ctx: typer.Context,
+    stage: Annotated[str | None, _STAGE_OPTION] = None,
+    code: Annotated[str | None, _CODE_OPTION] = None,
+    since: Annotated[str | None, _SINCE_OPTION] = None,
+) -> None:
+    """List dead letters: id, stage, reason, attempts, origin, last failure, replayed."""
+    from labelflow.kafka.dlq import read_dead_letters
+
+    select = _dlq_filter(stage, code, since)
+    table = Table("id", "stage", "code", "attempts", "origin", "last failure", "replayed")
+    for d in filter(select, read_dead_letters(_settings(ctx))):
+        f = d.failure
+        if f is None:
+            table.add_row(d.id, "?", "(headers damaged)", "", "", "", "")
+            continue
+        table.add_row(
+            d.id,
+            f.stage,
+            f.code,
+            str(f.attempts),
+            f"{f.original_topic}[{f.original_partition}]@{f.original_offset}",
+            f.last_failure.isoformat(timespec="seconds"),
+            "yes" if d.replayed else "",
+        )
+    console.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    ctx: typer.Context,
+    letter_id: Annotated[str, typer.Argument(metavar="ID", help="partition:offset, from list.")],
+) -> None:
+    """Show one dead letter: every header, the key and the value."""
+    from labelflow.kafka.dlq import read_dead_letters
+
+    found = [d for d in read_dead_letters(_settings(ctx)) if d.id == letter_id]
+    if not found:
+        raise LabelflowError(f"No dead letter {letter_id}.", hint="see: labelflow dlq list")
+    letter = found[0]
+    console.print(f"[bold]dead letter {letter.id}[/]  replayed: {letter.replayed}")
+    for name, value in letter.headers:
+        console.print(f"  {name}: {value.decode(errors='replace')}", highlight=False)
+    console.print(f"key:   {letter.key!r}", highlight=False, markup=False)
+    console.print(f"value: {letter.value.decode(errors='replace')}", highlight=False, markup=False)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ctx: typer.Context,
+    stage: Annotated[str | None, _STAGE_OPTION] = None,
+    code: Annotated[str | None, _CODE_OPTION] = None,
+    since: Annotated[str | None, _SINCE_OPTION] = None,
+    ids: Annotated[
+        list[str] | None, typer.Option("--id", help="Only this letter (repeatable).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Say what would be replayed.")] = False,
+) -> None:
+    """Write matching letters back to their original topics, exactly once each."""
+    from labelflow.kafka.dlq import replay
+
+    done = replay(_settings(ctx), _dlq_filter(stage, code, since, ids), dry_run=dry_run)
+    verb = "would replay" if dry_run else "replayed"
+    for d in done:
+        assert d.failure is not None
+        console.print(f"{verb} {d.id} -> {d.failure.original_topic}", highlight=False)
+    console.print(f"{len(done)} letter(s) {verb}.")
 
 
 def main() -> None:

@@ -68,6 +68,30 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(1, ge=1)
     topic_prefix: str = Field("", description="Prefix for every topic name (shared clusters).")
 
+    # --- Stage runtime -----------------------------------------------------------------
+    batch_max_records: int = Field(
+        1000, ge=1, description="Records per transaction at most (bounds memory and redo)."
+    )
+    batch_max_ms: int = Field(
+        100, ge=1, description="A transaction commits at least this often (bounds latency)."
+    )
+    transaction_timeout_ms: int = Field(
+        60_000, description="Broker aborts a worker's open transaction after this."
+    )
+    session_timeout_ms: int = Field(
+        10_000, description="A silent worker leaves its group (and partitions) after this."
+    )
+    shutdown_timeout_s: float = Field(
+        20.0, description="On SIGTERM, how long finishing the open batch may take."
+    )
+    stall_after_s: float = Field(
+        60.0, description="Lag with no progress for this long is reported as a stall."
+    )
+    retry_delays_s: list[float] = Field(
+        default_factory=lambda: [1.0, 10.0, 60.0],
+        description="Delay before each retry of a transient failure; then dead-letter.",
+    )
+
     # --- Storage -----------------------------------------------------------------------
     catalog_url: str | None = Field(
         None, description="SQLAlchemy URL; SQLite in data_dir if unset."
