@@ -1,0 +1,1 @@
+"""Quality rules: what makes an annotation, a sample or a snapshot acceptable."""
