@@ -1,0 +1,394 @@
+"""Label Studio as a source: export files, webhook hints and the REST API.
+
+Label Studio's webhooks are a hint, not a log (sent once, unordered, unsigned, and some
+deletions send nothing), so a webhook never becomes an annotation event by itself: it becomes a
+:class:`TaskChanged` naming the tasks to look at, and the task's *current* state is fetched
+with :class:`LabelStudioClient` and converted by :func:`task_to_event`. Replaying or reordering
+hints is then harmless: each fetch yields the newest revision, and a revision is derived from
+Label Studio's own ``updated_at`` so the same state always yields the same event.
+
+Coordinates: Label Studio stores regions in percent of the image (0-100) together with the
+image's ``original_width``/``original_height``; events carry pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from labelflow.errors import LabelflowError
+from labelflow.model import AnnotationEvent, CoordSpace, Feature, ImageRef, Status
+from labelflow.sources.base import SourceFormatError, parse_time, polygon, revision_of
+from labelflow.stage import PermanentError, TransientError
+
+SOURCE = "labelstudio"
+
+WebhookAction = Literal[
+    "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "TASKS_DELETED"
+]
+HANDLED_ACTIONS: tuple[str, ...] = WebhookAction.__args__  # type: ignore[attr-defined]
+IGNORED_ACTIONS = ("TASKS_CREATED", "PROJECT_CREATED", "PROJECT_UPDATED", "PROJECT_DELETED")
+"""A new task has no annotation yet and project edits change no label: nothing to fetch."""
+
+_SHAPE_TYPES = ("polygonlabels", "rectanglelabels")
+
+
+class LabelStudioOptions(BaseModel):
+    """How a project's tasks map onto events; the same for exports, webhooks and the API."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image_key: str = "image"
+    """Key of the image URL/path in task ``data`` (the ``$image`` of the labelling config)."""
+    id_key: str = "uuid"
+    """Key of a stable id in task ``data``. Label Studio reuses integer ids after deletions
+    on SQLite, so ``<project>:<id>`` alone could attach a new task's labels to an old sample;
+    when the importer puts its own id in the data, that id is the task id instead."""
+    provider: Literal["geotiff", "xyz", "synthetic"] = "geotiff"
+    """Imagery provider unless the task data names one under ``provider``."""
+
+
+class TaskChanged(BaseModel):
+    """A hint that tasks of a project changed: fetch their current state.
+
+    ``task_ids`` are Label Studio's integer ids. ANNOTATIONS_DELETED names annotations only,
+    not their tasks, so it arrives with empty ``task_ids`` and the ``annotation_ids``; the
+    consumer then sweeps the project (:attr:`needs_sweep`).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str = SOURCE
+    project: int
+    task_ids: tuple[int, ...] = ()
+    action: WebhookAction
+    annotation_ids: tuple[int, ...] = ()
+
+    @property
+    def needs_sweep(self) -> bool:
+        return not self.task_ids
+
+
+# --- tasks → events ----------------------------------------------------------------------
+
+
+def task_key(project: int | None, task: dict[str, Any], options: LabelStudioOptions) -> str:
+    """The stable task id: the task data's own id if present, else ``<project>:<id>``."""
+    own = (task.get("data") or {}).get(options.id_key)
+    if own not in (None, ""):
+        return str(own)
+    return f"{project if project is not None else task.get('project')}:{task['id']}"
+
+
+def task_to_event(
+    task: dict[str, Any],
+    options: LabelStudioOptions | None = None,
+    project: int | None = None,
+) -> AnnotationEvent:
+    """The current revision of one task (export item or ``GET /api/tasks/{id}`` body).
+
+    Which annotation counts: the most recently updated one that was not a skip. A task whose
+    every annotation is a skip is SKIPPED; a task without annotations (all deleted) is DELETED,
+    so its sample goes away.
+
+    Revision: the later of the task's and the annotation's ``updated_at`` in microseconds.
+    Label Studio bumps a task's ``updated_at`` whenever one of its annotations is saved or
+    deleted, so the revision grows with every change and stays equal for an unchanged task.
+    """
+    options = options or LabelStudioOptions()
+    if not isinstance(task, dict) or "id" not in task:
+        raise SourceFormatError("labelstudio.invalid_task", "a task must be an object with an id")
+    try:
+        return _task_to_event(task, options, project)
+    except (ValidationError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, SourceFormatError):
+            raise
+        raise SourceFormatError(
+            "labelstudio.invalid_task", f"task {task.get('id')}: cannot read it: {exc}"
+        ) from exc
+
+
+def _task_to_event(
+    task: dict[str, Any], options: LabelStudioOptions, project: int | None
+) -> AnnotationEvent:
+    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+    kept = [a for a in annotations if not a.get("was_cancelled")]
+    task_time = parse_time(task.get("updated_at"))
+    chosen = max(kept or annotations, key=_annotation_order, default=None)
+    status = Status.DELETED if chosen is None else Status.SUBMITTED if kept else Status.SKIPPED
+    times = [t for t in (task_time, chosen and parse_time(chosen.get("updated_at"))) if t]
+    updated = max(times) if times else None
+    if updated is not None:
+        revision = revision_of(updated)
+    elif chosen is not None:
+        revision = int(chosen.get("id") or 0)
+    else:
+        revision = 0
+    results = ((chosen or {}).get("result") or []) if status == Status.SUBMITTED else []
+    features = [f for item in results for f in _result_features(item)]
+    created = parse_time((chosen or task).get("created_at")) or updated
+    return AnnotationEvent(
+        source=SOURCE,
+        task_id=task_key(project, task, options),
+        revision=revision,
+        status=status,
+        features=features,
+        coordinates=CoordSpace.PIXEL,
+        image=_image_ref(task.get("data") or {}, results, options),
+        annotator=_annotator(chosen),
+        created_at=created or datetime.fromtimestamp(0, UTC),
+        updated_at=updated or datetime.fromtimestamp(0, UTC),
+    )
+
+
+def _annotation_order(annotation: dict[str, Any]) -> tuple[datetime, int]:
+    when = parse_time(annotation.get("updated_at")) or datetime.fromtimestamp(0, UTC)
+    return when, int(annotation.get("id") or 0)
+
+
+def _annotator(annotation: dict[str, Any] | None) -> str | None:
+    who = (annotation or {}).get("completed_by")
+    if isinstance(who, dict):
+        who = who.get("email") or who.get("id")
+    return None if who is None else str(who)
+
+
+def _image_ref(
+    data: dict[str, Any], results: list[dict[str, Any]], options: LabelStudioOptions
+) -> ImageRef | None:
+    uri = data.get(options.image_key)
+    if not uri:
+        return None
+    sized = next((r for r in results if r.get("original_width")), {})
+    bounds = data.get("bounds")
+    return ImageRef(
+        provider=data.get("provider") or options.provider,
+        uri=str(uri),
+        scene_id=data.get("scene_id"),
+        bounds=tuple(bounds) if bounds else None,
+        bounds_crs=data.get("crs"),
+        width=sized.get("original_width") or data.get("width"),
+        height=sized.get("original_height") or data.get("height"),
+    )
+
+
+def _result_features(item: dict[str, Any]) -> list[Feature]:
+    """Features of one ``result`` item. Region types other than polygons and rectangles
+    (brush, ellipse, keypoint) are kept with their Label Studio type as geometry type, so the
+    validate stage quarantines them visibly instead of the labels silently vanishing;
+    non-region results (choices, text) carry no shape and are not features."""
+    kind = item.get("type", "")
+    value = item.get("value") or {}
+    labels = value.get(kind) if kind.endswith("labels") else None
+    if not labels:
+        return []
+    if kind in _SHAPE_TYPES:
+        w, h = float(item["original_width"]), float(item["original_height"])
+        geometry = (
+            _polygon_geometry(value, w, h) if kind == "polygonlabels" else _rectangle(value, w, h)
+        )
+    else:
+        geometry = {"type": f"labelstudio:{kind}"}
+    return [
+        Feature(label=str(label), geometry=geometry, feature_id=item.get("id")) for label in labels
+    ]
+
+
+def _polygon_geometry(value: dict[str, Any], w: float, h: float) -> dict[str, Any]:
+    return polygon([[(x * w / 100.0, y * h / 100.0) for x, y in value["points"]]])
+
+
+def _rectangle(value: dict[str, Any], w: float, h: float) -> dict[str, Any]:
+    """Label Studio rotates a rectangle clockwise (y points down) about its top-left corner,
+    in pixels, so percent must become pixels before rotating."""
+    x, y = value["x"] * w / 100.0, value["y"] * h / 100.0
+    rw, rh = value["width"] * w / 100.0, value["height"] * h / 100.0
+    theta = math.radians(float(value.get("rotation") or 0.0))
+    ux, uy = math.cos(theta), math.sin(theta)
+    corners = [(0.0, 0.0), (rw, 0.0), (rw, rh), (0.0, rh)]
+    return polygon([[(x + cx * ux - cy * uy, y + cx * uy + cy * ux) for cx, cy in corners]])
+
+
+def parse_export(
+    tasks: list[dict[str, Any]],
+    options: LabelStudioOptions | None = None,
+    project: int | None = None,
+) -> list[AnnotationEvent]:
+    """Events of a Label Studio JSON export (``[task, ...]``), one per task, in file order."""
+    if not isinstance(tasks, list):
+        raise SourceFormatError("labelstudio.invalid_export", "an export is a list of tasks")
+    return [task_to_event(task, options, project) for task in tasks]
+
+
+def deleted_event(
+    project: int,
+    task_id: int,
+    when: datetime,
+    options: LabelStudioOptions | None = None,
+) -> AnnotationEvent:
+    """The event for a task that vanished from Label Studio.
+
+    Its revision is ``when`` (the moment we noticed), which is later than any revision the
+    task ever had, so the deletion wins over whatever arrives late. The task's data (and so
+    an ``id_key``) is gone with it: such a task can only be named ``<project>:<id>``.
+    """
+    return AnnotationEvent(
+        source=SOURCE,
+        task_id=task_key(project, {"id": task_id}, options or LabelStudioOptions()),
+        revision=revision_of(when),
+        status=Status.DELETED,
+        created_at=when,
+        updated_at=when,
+    )
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+
+def parse_webhook(payload: Any, source: str = SOURCE) -> TaskChanged | None:
+    """The hint in one webhook body; None for actions that change no label.
+
+    Shapes (Label Studio 1.x): ANNOTATION_CREATED/UPDATED carry ``annotation``, ``task`` and
+    ``project`` objects; ANNOTATIONS_DELETED carries ``annotations: [{"id"}]``; TASKS_DELETED
+    carries ``tasks: [{"id"}]``; every task/annotation event carries ``project``.
+    """
+    if not isinstance(payload, dict) or not isinstance(payload.get("action"), str):
+        raise SourceFormatError("webhook.invalid", "a webhook body is an object with an action")
+    action = payload["action"]
+    if action in IGNORED_ACTIONS:
+        return None
+    if action not in HANDLED_ACTIONS:
+        raise SourceFormatError("webhook.unknown_action", f"unknown webhook action {action!r}")
+    try:
+        project = _project_id(payload)
+        if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
+            task = payload.get("task") or {}
+            task_id = task.get("id", (payload.get("annotation") or {}).get("task"))
+            return TaskChanged(source=source, project=project, task_ids=(task_id,), action=action)
+        if action == "TASKS_DELETED":
+            ids = tuple(t["id"] for t in payload["tasks"])
+            return TaskChanged(source=source, project=project, task_ids=ids, action=action)
+        ids = tuple(a["id"] for a in payload["annotations"])
+        return TaskChanged(source=source, project=project, action=action, annotation_ids=ids)
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise SourceFormatError("webhook.invalid", f"{action}: malformed body: {exc}") from exc
+
+
+def _project_id(payload: dict[str, Any]) -> int:
+    project = payload.get("project")
+    if isinstance(project, dict):
+        project = project.get("id")
+    if project is None:
+        project = (payload.get("task") or {}).get("project")
+    if not isinstance(project, int) or isinstance(project, bool):
+        raise SourceFormatError("webhook.invalid", "the body names no project id")
+    return project
+
+
+# --- REST API ----------------------------------------------------------------------------
+
+
+class LabelStudioClient:
+    """The reliable path: a task's current state and full sweeps of a project.
+
+    Errors are classified for the stage runner: timeouts, connection failures, 429 and 5xx
+    are :class:`TransientError` (retry later); a refused token is a :class:`LabelflowError`
+    (fix the configuration); other 4xx are :class:`PermanentError`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout_s: float = 10.0,
+        page_size: int = 100,
+        options: LabelStudioOptions | None = None,
+    ) -> None:
+        self.options = options or LabelStudioOptions()
+        self.page_size = page_size
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Token {token}", "Accept": "application/json"},
+            timeout=httpx.Timeout(timeout_s),
+        )
+
+    def __enter__(self) -> LabelStudioClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def get_task(self, task_id: int) -> dict[str, Any] | None:
+        """``GET /api/tasks/{id}``; None when the task no longer exists."""
+        response = self._get(f"/api/tasks/{task_id}")
+        return None if response.status_code == 404 else response.json()
+
+    def iter_tasks(self, project: int) -> Iterator[dict[str, Any]]:
+        """Every task of a project, page by page (a page past the end answers 404)."""
+        page = 1
+        while True:
+            response = self._get(
+                "/api/tasks/",
+                params={
+                    "project": project,
+                    "fields": "all",
+                    "page": page,
+                    "page_size": self.page_size,
+                },
+            )
+            if response.status_code == 404:
+                return
+            body = response.json()
+            tasks = body.get("tasks", []) if isinstance(body, dict) else body
+            yield from tasks
+            if len(tasks) < self.page_size:
+                return
+            page += 1
+
+    def current_event(
+        self, project: int, task_id: int, now: datetime | None = None
+    ) -> AnnotationEvent:
+        """The event for a task's state right now; a vanished task is a deletion at ``now``."""
+        task = self.get_task(task_id)
+        if task is None:
+            return deleted_event(project, task_id, now or datetime.now(UTC), self.options)
+        return task_to_event(task, self.options, project)
+
+    def project_events(self, project: int) -> Iterator[AnnotationEvent]:
+        """Current events of every task in a project (the reconciler's sweep)."""
+        for task in self.iter_tasks(project):
+            yield task_to_event(task, self.options, project)
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
+        try:
+            response = self._http.get(path, params=params)
+        except httpx.TimeoutException as exc:
+            raise TransientError("labelstudio.timeout", f"GET {path}: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise TransientError("labelstudio.unavailable", f"GET {path}: {exc}") from exc
+        status = response.status_code
+        if status in (401, 403):
+            raise LabelflowError(
+                f"Label Studio refused the token (HTTP {status}) for GET {path}",
+                hint="check the API token; legacy tokens need LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN",
+            )
+        if status == 429 or status >= 500:
+            raise TransientError("labelstudio.unavailable", f"GET {path}: HTTP {status}")
+        if status >= 400 and status != 404:
+            raise PermanentError("labelstudio.http_error", f"GET {path}: HTTP {status}")
+        return response
