@@ -1,0 +1,1 @@
+"""Imagery providers: pixels and georeference for an :class:`~labelflow.model.ImageRef`."""

@@ -1,0 +1,16 @@
+"""The real rasters in the shared test data (see its README); tests skip only if absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+IMAGERY_DIR = Path(__file__).resolve().parents[3] / "../shared/data/imagery"
+
+
+@pytest.fixture(scope="session")
+def imagery_dir() -> Path:
+    if not (IMAGERY_DIR / "cogeo.tif").exists():
+        pytest.skip(f"shared test imagery not found at {IMAGERY_DIR}")
+    return IMAGERY_DIR

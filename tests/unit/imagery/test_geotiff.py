@@ -1,0 +1,145 @@
+"""Windowed GeoTIFF reads on real imagery, label reprojection, and classified failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.warp import transform_bounds, transform_geom
+from rasterio.windows import Window
+
+from labelflow.imagery.base import ImageryError
+from labelflow.imagery.geotiff import GeoTiffProvider
+from labelflow.masks import rasterize_features
+from labelflow.model import CoordSpace, Feature, ImageRef, Taxonomy
+from labelflow.quality.samples import SampleRules, check_sample
+
+TAXONOMY = Taxonomy()
+
+
+def _window_bounds(path: Path, window: Window) -> tuple[float, float, float, float]:
+    with rasterio.open(path) as src:
+        return tuple(rasterio.windows.bounds(window, src.transform))  # type: ignore[return-value]
+
+
+def _pixel_box(x0: float, y0: float, x1: float, y1: float) -> dict:
+    ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def test_whole_cog_is_read_downsampled_to_max_size(imagery_dir: Path) -> None:
+    chip = GeoTiffProvider(max_size=256).read(ImageRef(uri=str(imagery_dir / "cogeo.tif")))
+    with rasterio.open(imagery_dir / "cogeo.tif") as src:
+        full_bounds = tuple(src.bounds)
+        pixel = src.transform.a
+    assert chip.pixels.shape == (3, 256, 256)
+    assert chip.crs == "EPSG:3857"
+    assert chip.transform.a == pytest.approx(pixel * 4)
+    assert chip.bounds == pytest.approx(full_bounds)
+    assert 20 < chip.pixels.mean() < 235, "real content, not a blank read"
+
+
+def test_window_covers_exactly_the_requested_bounds(imagery_dir: Path) -> None:
+    path = imagery_dir / "cogeo.tif"
+    window = Window(100, 200, 200, 128)
+    bounds = _window_bounds(path, window)
+    chip = GeoTiffProvider().read(ImageRef(uri=str(path), bounds=bounds))
+    with rasterio.open(path) as src:
+        expected = src.read(window=window)
+        expected_transform = src.window_transform(window)
+    assert chip.pixels.shape == (3, 128, 200)
+    np.testing.assert_array_equal(chip.pixels, expected)
+    assert chip.transform.almost_equals(expected_transform)
+
+
+def test_bounds_in_another_crs_are_transformed_to_the_image_crs(imagery_dir: Path) -> None:
+    path = imagery_dir / "cogeo.tif"
+    window = Window(300, 300, 256, 256)
+    lonlat = transform_bounds("EPSG:3857", "EPSG:4326", *_window_bounds(path, window))
+    chip = GeoTiffProvider().read(ImageRef(uri=str(path), bounds=lonlat, bounds_crs="EPSG:4326"))
+    assert chip.pixels.shape == (3, 256, 256)
+    assert chip.bounds == pytest.approx(_window_bounds(path, window), abs=1e-3)
+
+
+def test_bounds_past_the_edge_keep_their_extent_and_pad_with_nodata(imagery_dir: Path) -> None:
+    path = imagery_dir / "RGB.byte.tif"
+    bounds = _window_bounds(path, Window(-50, -50, 100, 100))
+    chip = GeoTiffProvider().read(ImageRef(uri=str(path), bounds=bounds))
+    assert chip.pixels.shape == (3, 100, 100)
+    assert chip.bounds == pytest.approx(bounds)
+    assert chip.nodata == 0
+    assert (chip.pixels[:, :50, :] == 0).all() and (chip.pixels[:, :, :50] == 0).all()
+
+
+def test_labels_in_lonlat_land_on_the_utm_scene_and_nodata_is_flagged(imagery_dir: Path) -> None:
+    """Landsat in UTM 18N with a rotated footprint: a box drawn in lon/lat must land on the
+    pixels of the same box drawn in pixels, and the scene's corner fails the nodata check."""
+    path = imagery_dir / "RGB.byte.tif"
+    chip = GeoTiffProvider().read(ImageRef(uri=str(path)))
+    assert chip.crs == "EPSG:32618" and chip.nodata == 0
+    pixel_box = _pixel_box(300, 250, 340, 290)
+    utm = {
+        "type": "Polygon",
+        "coordinates": [[chip.transform @ xy for xy in pixel_box["coordinates"][0]]],
+    }
+    lonlat = transform_geom("EPSG:32618", "EPSG:4326", utm)
+    by_pixel = rasterize_features(
+        [Feature(label="water", geometry=pixel_box)], TAXONOMY, chip=chip, space=CoordSpace.PIXEL
+    )
+    by_lonlat = rasterize_features(
+        [Feature(label="water", geometry=lonlat)],
+        TAXONOMY,
+        chip=chip,
+        space=CoordSpace.GEO,
+        features_crs="EPSG:4326",
+    )
+    assert by_pixel[250:290, 300:340].all() and by_pixel.sum() == 40 * 40 * 4
+    overlap = np.logical_and(by_pixel, by_lonlat).sum() / np.logical_or(by_pixel, by_lonlat).sum()
+    assert overlap > 0.95
+
+    corner = GeoTiffProvider().read(
+        ImageRef(uri=str(path), bounds=_window_bounds(path, Window(0, 0, 150, 150)))
+    )
+    checks = {
+        c.code: c for c in check_sample(corner, np.zeros((150, 150), np.uint8), SampleRules())
+    }
+    assert not checks["sample.nodata_fraction"].passed
+    assert checks["sample.nodata_fraction"].value is not None
+    assert checks["sample.nodata_fraction"].value > 0.5
+
+
+def _error(uri: str, **ref: object) -> ImageryError:
+    with pytest.raises(ImageryError) as info:
+        GeoTiffProvider().read(ImageRef(uri=uri, **ref))  # type: ignore[arg-type]
+    return info.value
+
+
+def test_missing_file_is_permanent_missing(tmp_path: Path) -> None:
+    err = _error(str(tmp_path / "nope.tif"))
+    assert (err.code, err.transient) == ("imagery.missing", False)
+
+
+def test_garbage_bytes_are_corrupt(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\x00" + bytes(range(256)) * 8)
+    err = _error(str(bad))
+    assert (err.code, err.transient) == ("imagery.corrupt", False)
+
+
+def test_truncated_cog_is_corrupt(imagery_dir: Path, tmp_path: Path) -> None:
+    data = (imagery_dir / "cogeo.tif").read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[: len(data) // 3])
+    assert _error(str(cut)).code == "imagery.corrupt"
+
+
+def test_bounds_outside_the_image_are_out_of_bounds(imagery_dir: Path) -> None:
+    err = _error(str(imagery_dir / "cogeo.tif"), bounds=(0.0, 0.0, 10.0, 10.0))
+    assert (err.code, err.transient) == ("imagery.out_of_bounds", False)
+
+
+def test_unknown_bounds_crs_is_crs_invalid(imagery_dir: Path) -> None:
+    err = _error(str(imagery_dir / "cogeo.tif"), bounds=(0, 0, 1, 1), bounds_crs="EPSG:999999")
+    assert err.code == "imagery.crs_invalid"
