@@ -39,6 +39,23 @@ def blob_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def atomic_write(dest: Path, data: bytes) -> None:
+    """Write ``data`` to ``dest`` so that readers see all of it or nothing."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name[:8]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            # Without fsync a power loss after the rename can leave an empty file under a
+            # name that claims to hold these bytes.
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class BlobStore:
     """Blobs under a local directory ``root`` (a path or a ``file://`` URL)."""
 
@@ -63,19 +80,7 @@ class BlobStore:
         dest = self.path(key)
         if dest.exists():
             return key
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{key[:8]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                # Without fsync a power loss after the rename can leave an empty file under a
-                # key that claims to hold these bytes.
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(dest, data)
         return key
 
     def get(self, key: str) -> bytes:
