@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-from confluent_kafka.admin import IsolationLevel, OffsetSpec
+from confluent_kafka import OFFSET_BEGINNING, IsolationLevel, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 
 from labelflow.config import Settings
 from labelflow.errors import LabelflowError

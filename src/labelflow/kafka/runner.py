@@ -134,6 +134,10 @@ class Runner:
             {
                 "session.timeout.ms": self.settings.session_timeout_ms,
                 "heartbeat.interval.ms": max(100, self.settings.session_timeout_ms // 5),
+                # Prefetch about one batch per partition. librdkafka's default (100,000
+                # records) is memory the worker does not need, and a rebalance is only seen
+                # after every record fetched before it: a long queue delays it by minutes.
+                "queued.min.messages": self.settings.batch_max_records,
                 "error_cb": self._on_client_error,
             },
         )
@@ -182,6 +186,10 @@ class Runner:
         """Graceful stop: commit the open batch (abort if that fails), then leave the group
         so the partitions move to another worker at once rather than after a timeout."""
         if self._batch.open:
+            log.info(
+                "stopping: committing the open batch",
+                extra={"stage": self.stage.name, "records": self._batch.records},
+            )
             try:
                 self._commit(timeout_s=self.settings.shutdown_timeout_s)
             except FatalRuntimeError:
