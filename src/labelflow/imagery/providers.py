@@ -1,0 +1,48 @@
+"""One entry point for the materialize stage: the right provider for each image reference."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from labelflow.config import Settings
+from labelflow.imagery.base import DEFAULT_MAX_CHIP_SIZE, Chip, ImageryProvider
+from labelflow.imagery.geotiff import GeoTiffProvider
+from labelflow.imagery.synthetic import SyntheticProvider
+from labelflow.imagery.xyz import XyzProvider
+from labelflow.model import ImageRef
+
+
+class Imagery:
+    """All providers, built once per worker (the XYZ provider keeps a connection pool).
+
+    Synthetic scenes are cached under ``<data_dir>/imagery/synthetic``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        max_size: int = DEFAULT_MAX_CHIP_SIZE,
+        http_timeout_s: float = 30.0,
+    ) -> None:
+        self._xyz = XyzProvider(timeout_s=http_timeout_s, max_size=max_size)
+        self.providers: dict[str, ImageryProvider] = {
+            "geotiff": GeoTiffProvider(max_size=max_size, http_timeout_s=http_timeout_s),
+            "xyz": self._xyz,
+            "synthetic": SyntheticProvider(
+                settings.data_dir / "imagery" / "synthetic", max_size=max_size
+            ),
+        }
+
+    def read(self, ref: ImageRef) -> Chip:
+        """The chip ``ref`` describes; raises :class:`~labelflow.imagery.base.ImageryError`."""
+        return self.providers[ref.provider].read(ref)
+
+    def close(self) -> None:
+        self._xyz.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
