@@ -157,7 +157,8 @@ def _classify(uri: str, exc: RasterioIOError) -> ImageryError:
     is_remote = "://" in uri
     if "timed out" in lowered or "timeout" in lowered:
         return ImageryTimeout(f"{uri}: {text}")
-    if "response code: 5" in lowered or "couldn't connect" in lowered or "resolve host" in lowered:
+    if "response code: 5" in lowered or (is_remote and "curl error" in lowered):
+        # CURL errors are network failures: refused, reset, DNS, TLS handshake.
         return ImageryUnavailable(f"{uri}: {text}")
     if "response code: 404" in lowered or "response code: 410" in lowered:
         return ImageryMissing(f"{uri}: {text}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ from labelflow.imagery.geotiff import GeoTiffProvider
 from labelflow.masks import rasterize_features
 from labelflow.model import CoordSpace, Feature, ImageRef, Taxonomy
 from labelflow.quality.samples import SampleRules, check_sample
+from support import free_port
 
 TAXONOMY = Taxonomy()
 
@@ -143,3 +147,19 @@ def test_bounds_outside_the_image_are_out_of_bounds(imagery_dir: Path) -> None:
 def test_unknown_bounds_crs_is_crs_invalid(imagery_dir: Path) -> None:
     err = _error(str(imagery_dir / "cogeo.tif"), bounds=(0, 0, 1, 1), bounds_crs="EPSG:999999")
     assert err.code == "imagery.crs_invalid"
+
+
+def test_http_404_is_missing_and_refused_connection_is_unavailable(tmp_path: Path) -> None:
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        missing = _error(f"http://127.0.0.1:{server.server_address[1]}/absent.tif")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert (missing.code, missing.transient) == ("imagery.missing", False)
+    refused = _error(f"http://127.0.0.1:{free_port()}/scene.tif")
+    assert (refused.code, refused.transient) == ("imagery.unavailable", True)
