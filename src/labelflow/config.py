@@ -9,6 +9,8 @@ the blob store — lives under one data directory, so ``rm -rf .labelflow`` is a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +23,10 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from labelflow.model import Status, Taxonomy
+from labelflow.quality.annotations import ValidationRules
+from labelflow.quality.samples import SampleRules
 
 DEFAULT_CONFIG_FILE = "labelflow.toml"
 
@@ -69,11 +75,13 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("", description="Prefix for every topic name (shared clusters).")
 
     # --- Stage runtime -----------------------------------------------------------------
+    # Each commit waits for the broker; below about a second per batch that wait dominates
+    # (bench/runner_throughput.py: 100 ms batches run at a third of the rate of 1 s ones).
     batch_max_records: int = Field(
-        1000, ge=1, description="Records per transaction at most (bounds memory and redo)."
+        5000, ge=1, description="Records per transaction at most (bounds memory and redo)."
     )
     batch_max_ms: int = Field(
-        100, ge=1, description="A transaction commits at least this often (bounds latency)."
+        1000, ge=1, description="A transaction commits at least this often (bounds latency)."
     )
     transaction_timeout_ms: int = Field(
         60_000, description="Broker aborts a worker's open transaction after this."
@@ -91,6 +99,17 @@ class Settings(BaseSettings):
         default_factory=lambda: [1.0, 10.0, 60.0],
         description="Delay before each retry of a transient failure; then dead-letter.",
     )
+
+    # --- Pipeline ----------------------------------------------------------------------
+    taxonomy: Taxonomy = Field(default_factory=Taxonomy, description="Classes and mask indices.")
+    accepted_statuses: list[Status] = Field(
+        default_factory=lambda: [Status.SUBMITTED, Status.APPROVED],
+        description="Revisions with these statuses become samples (others are skipped).",
+    )
+    validation: ValidationRules = Field(default_factory=ValidationRules)
+    sample_rules: SampleRules = Field(default_factory=SampleRules)
+    max_chip_size: int = Field(1024, ge=16, description="Longest chip side; larger is resampled.")
+    imagery_timeout_s: float = Field(30.0, gt=0, description="Per HTTP request for imagery.")
 
     # --- Storage -----------------------------------------------------------------------
     catalog_url: str | None = Field(
@@ -126,6 +145,22 @@ class Settings(BaseSettings):
     @property
     def resolved_catalog_url(self) -> str:
         return self.catalog_url or f"sqlite:///{(self.data_dir / 'catalog.db').resolve()}"
+
+    @property
+    def pipeline_config_hash(self) -> str:
+        """Hash of every setting that shapes a sample, recorded in its lineage: two samples
+        with the same inputs and the same hash were made the same way."""
+        shaping = self.model_dump(
+            mode="json",
+            include={
+                "taxonomy",
+                "accepted_statuses",
+                "validation",
+                "sample_rules",
+                "max_chip_size",
+            },
+        )
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def resolved_blob_url(self) -> str:

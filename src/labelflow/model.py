@@ -185,3 +185,41 @@ class SampleVersion(BaseModel):
     checks: list[CheckResult] = Field(default_factory=list)
     lineage: Lineage
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Reason(BaseModel):
+    """Why something was refused: a stable code (``geometry.self_intersection``) and a human
+    message; ``feature`` is the index of the offending feature when one is to blame."""
+
+    code: str
+    message: str
+    feature: int | None = None
+
+
+class Quarantined(BaseModel):
+    """A record held back for a person to look at, with every reason it was refused.
+
+    ``event`` is the parsed revision when it could be parsed; ``raw_excerpt`` keeps the start
+    of the original bytes when it could not, so the bad input itself stays visible.
+    """
+
+    stage: str
+    reasons: list[Reason] = Field(min_length=1)
+    task_id: str | None = None
+    revision: int | None = None
+    event: AnnotationEvent | None = None
+    raw_excerpt: str | None = None
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    quarantined_at: datetime = Field(default_factory=utcnow)
+
+
+class SampleRemoval(BaseModel):
+    """A revision that removes its task's sample (rejected, skipped or deleted)."""
+
+    sample_id: str
+    revision: int
+    status: Status
+    source: str
+    event_id: str

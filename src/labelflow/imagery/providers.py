@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Self
 
 from labelflow.config import Settings
-from labelflow.imagery.base import DEFAULT_MAX_CHIP_SIZE, Chip, ImageryProvider
+from labelflow.imagery.base import Chip, ImageryProvider
 from labelflow.imagery.geotiff import GeoTiffProvider
 from labelflow.imagery.synthetic import SyntheticProvider
 from labelflow.imagery.xyz import XyzProvider
@@ -18,13 +18,8 @@ class Imagery:
     Synthetic scenes are cached under ``<data_dir>/imagery/synthetic``.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        max_size: int = DEFAULT_MAX_CHIP_SIZE,
-        http_timeout_s: float = 30.0,
-    ) -> None:
+    def __init__(self, settings: Settings) -> None:
+        max_size, http_timeout_s = settings.max_chip_size, settings.imagery_timeout_s
         self._xyz = XyzProvider(timeout_s=http_timeout_s, max_size=max_size)
         self.providers: dict[str, ImageryProvider] = {
             "geotiff": GeoTiffProvider(max_size=max_size, http_timeout_s=http_timeout_s),

@@ -12,11 +12,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from labelflow.config import Settings
+if TYPE_CHECKING:  # config imports the quality rules, which import the event envelope
+    from labelflow.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,6 @@ class Topic(StrEnum):
     RAW = "annotations.raw"
     VALID = "annotations.valid"
     QUARANTINE = "annotations.quarantine"
-    LATEST = "annotations.latest"
     SAMPLES_READY = "samples.ready"
     DEAD_LETTER = "labelflow.deadletter"
 
@@ -60,13 +61,6 @@ PIPELINE_TOPICS: tuple[TopicSpec, ...] = (
         Topic.QUARANTINE,
         "rejected annotation revisions with a reason code; kept long for review",
         90 * DAY_MS,
-    ),
-    TopicSpec(
-        Topic.LATEST,
-        "newest accepted revision per task: compacted, it is validation's memory",
-        -1,
-        cleanup_policy="compact",
-        extra={"min.compaction.lag.ms": "60000"},
     ),
     TopicSpec(Topic.SAMPLES_READY, "materialized samples awaiting the catalog", 14 * DAY_MS),
     TopicSpec(

@@ -12,7 +12,7 @@ from labelflow.model import ImageRef
 def test_dispatches_by_provider_and_caches_synthetic_scenes_in_the_data_dir(
     tmp_path: Path, imagery_dir: Path
 ) -> None:
-    with Imagery(Settings(data_dir=tmp_path), max_size=128) as imagery:
+    with Imagery(Settings(data_dir=tmp_path, max_chip_size=128)) as imagery:
         scene = imagery.read(
             ImageRef(provider="synthetic", uri="synthetic://s", width=64, height=48)
         )

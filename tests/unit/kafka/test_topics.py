@@ -15,10 +15,10 @@ def test_every_declared_topic_is_unique_and_prefixed() -> None:
     assert all(t.partitions == 8 for t in resolved)
 
 
-def test_latest_revision_topic_is_compacted_and_kept_forever() -> None:
-    latest = next(t for t in resolve(PIPELINE_TOPICS, Settings()) if t.name == Topic.LATEST)
-    assert latest.config["cleanup.policy"] == "compact"
-    assert latest.config["retention.ms"] == "-1"
+def test_dead_letters_are_kept_longer_than_pipeline_records() -> None:
+    by_name = {t.name: t for t in resolve(PIPELINE_TOPICS, Settings())}
+    dead = int(by_name[Topic.DEAD_LETTER].config["retention.ms"])
+    assert all(dead >= int(t.config["retention.ms"]) for t in by_name.values())
 
 
 def test_diff_reports_only_declared_settings_that_differ() -> None:

@@ -1,0 +1,92 @@
+"""materialize: annotations.valid → samples.ready | annotations.quarantine.
+
+For a revision that makes a sample: read the image chip, rasterize the labels into a
+class-index mask aligned with it, run the sample checks, and store chip and mask in the blob
+store under their content hashes. Storing is idempotent (same bytes, same key), so a batch
+redone after a crash writes nothing new. A revision that removes its sample passes through as
+a :class:`SampleRemoval`.
+
+Failures are classified for the runner: imagery timeouts and 5xx are transient (retried via
+the retry topics); a missing or corrupt image is permanent (dead-lettered, replayable once the
+image is fixed); labels that cannot be drawn are permanent; a sample failing its checks is
+quarantined with the failed checks as reasons.
+"""
+
+from __future__ import annotations
+
+from labelflow.kafka.topics import Topic
+from labelflow.masks import class_pixel_counts, rasterize_event
+from labelflow.model import AnnotationEvent, Lineage, Reason, SampleRemoval, SampleVersion
+from labelflow.quality.samples import all_passed, check_sample
+from labelflow.stage import Output, PermanentError, Record, Stage
+from labelflow.stages.context import StageContext, classified_errors, context
+from labelflow.stages.validate import quarantine
+
+
+def process(record: Record) -> list[Output]:
+    event = record.event()
+    if not isinstance(event, AnnotationEvent):
+        raise PermanentError("event.unexpected_schema", f"expected an annotation, got {event}")
+    if event.removes_sample:
+        removal = SampleRemoval(
+            sample_id=event.task_id,
+            revision=event.revision,
+            status=event.status,
+            source=event.source,
+            event_id=event.event_id,
+        )
+        return [Output(Topic.SAMPLES_READY, removal, key=event.task_id)]
+    return materialize(context(), record, event)
+
+
+def materialize(ctx: StageContext, record: Record, event: AnnotationEvent) -> list[Output]:
+    """The sample of one accepted revision, or why there is none."""
+    if event.image is None:  # validate refuses these; a hand-made record could still carry one
+        raise PermanentError("image.missing_reference", "the revision names no image")
+    with classified_errors():
+        chip = ctx.imagery.read(event.image)
+        mask = rasterize_event(event, chip, ctx.settings.taxonomy)
+    checks = check_sample(chip, mask, ctx.settings.sample_rules)
+    if not all_passed(checks):
+        failed = [Reason(code=c.code, message=c.message) for c in checks if not c.passed]
+        return [quarantine(record, STAGE.name, failed, event)]
+    image_hash = ctx.blobs.put_raster(
+        chip.pixels, crs=chip.crs, transform=chip.transform, nodata=chip.nodata
+    )
+    mask_hash = ctx.blobs.put_raster(mask, crs=chip.crs, transform=chip.transform)
+    version = SampleVersion(
+        sample_id=event.task_id,
+        revision=event.revision,
+        image_hash=image_hash,
+        mask_hash=mask_hash,
+        width=chip.width,
+        height=chip.height,
+        crs=chip.crs,
+        transform=tuple(chip.transform)[:6],
+        bounds=chip.bounds,
+        class_pixels=class_pixel_counts(mask, ctx.settings.taxonomy),
+        features=event.features,
+        checks=checks,
+        lineage=Lineage(
+            source=event.source,
+            task_id=event.task_id,
+            revision=event.revision,
+            event_id=event.event_id,
+            image_uri=event.image.uri,
+            image_content_hash=chip.content_hash,
+            code_version=ctx.code_version,
+            config_hash=ctx.settings.pipeline_config_hash,
+            kafka_topic=record.topic,
+            kafka_partition=record.partition,
+            kafka_offset=record.offset,
+        ),
+    )
+    return [Output(Topic.SAMPLES_READY, version, key=event.task_id)]
+
+
+STAGE = Stage(
+    name="materialize",
+    inputs=(Topic.VALID,),
+    outputs=(Topic.SAMPLES_READY, Topic.QUARANTINE),
+    process=process,
+)
