@@ -3,8 +3,9 @@
 Every rule of :mod:`labelflow.quality.annotations` runs on each revision; a revision that
 breaks any is quarantined with every reason at once (a person fixes them together), and the
 records around it flow on. The newest revision the catalog already holds for the task makes
-an older one stale. That check is a fast path only: the catalog's own upsert never lets an
-older revision win, which covers revisions that race each other through the pipeline.
+an older one stale, and the very revision it holds a no-op. That check is a fast path only:
+the catalog's own upsert never lets an older revision win, which covers revisions that race
+each other through the pipeline.
 
 ``annotations.raw`` is where outside producers write, so it accepts the canonical event both
 bare and in its envelope.
@@ -84,6 +85,10 @@ def process(record: Record) -> list[Output]:
     )
     if violations:
         return [quarantine(record, STAGE.name, _reasons(violations), event)]
+    if state and state.revision == event.revision and state.deleted == event.removes_sample:
+        # Already in the catalog exactly so: a repeated webhook or a re-ingested file.
+        log.debug("revision already committed", extra={"task_id": event.task_id})
+        return []
     if not event.removes_sample and event.status not in settings.accepted_statuses:
         log.info(
             "revision not accepted yet",
