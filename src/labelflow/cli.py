@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -188,6 +189,151 @@ def topics_list(ctx: typer.Context) -> None:
         retention = "forever" if retention_ms < 0 else f"{retention_ms // 86_400_000} d"
         table.add_row(t.name, str(t.partitions), t.config["cleanup.policy"], retention, t.purpose)
     console.print(table)
+
+
+# --- pipeline -----------------------------------------------------------------------------
+@app.command("demo")
+def demo(
+    ctx: typer.Context,
+    duration: Annotated[
+        float, typer.Option(help="Seconds of synthetic traffic (then it drains and stops).")
+    ] = 60.0,
+    rate: Annotated[float, typer.Option(help="Synthetic deliveries per second.")] = 20.0,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the synthetic history (default: new each run).")
+    ] = None,
+    bad_fraction: Annotated[float, typer.Option(help="Share of bad inputs injected.")] = 0.05,
+    workers: Annotated[int, typer.Option(help="Worker processes per stage.")] = 1,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the summary as JSON here.")
+    ] = None,
+) -> None:
+    """Run the whole pipeline on synthetic imagery and annotations, with live progress.
+
+    Starts the local broker (unless LABELFLOW_KAFKA_BOOTSTRAP is set), creates the topics,
+    runs every stage as worker processes, feeds them a synthetic history with edits,
+    deletions, duplicates and bad inputs, and prints a summary. Ctrl-C stops it cleanly.
+    """
+    from labelflow.demo import DemoOptions, run_demo, write_summary_table
+
+    settings = _settings(ctx)
+    options = DemoOptions(
+        duration_s=duration,
+        rate_per_s=rate,
+        seed=seed,
+        bad_fraction=bad_fraction,
+        workers_per_stage=workers,
+    )
+    summary = run_demo(settings, options, console)
+    write_summary_table(summary, console)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        console.print(f"Summary written to {json_path}")
+    if not summary["interrupted"] and not summary["matches_expected_state"]:
+        err.print(
+            "[yellow]The catalog does not match the expected final state yet; see the worker "
+            f"logs in {settings.data_dir / 'logs'}[/]"
+        )
+        raise typer.Exit(1)
+
+
+@app.command("ingest")
+def ingest(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="GeoJSON, COCO or Label Studio export files, or folders of them."),
+    ],
+) -> None:
+    """Send annotation files into the pipeline. Re-ingesting an unchanged file is a no-op."""
+    from labelflow.sources.base import SourceFormatError
+    from labelflow.sources.files import read_events
+    from labelflow.sources.publish import RawPublisher
+
+    settings = _settings(ctx)
+    files = [
+        f
+        for p in paths
+        for f in (sorted(p.rglob("*.*json")) if p.is_dir() else [p])
+        if f.suffix in {".json", ".geojson"}
+    ]
+    if not files:
+        err.print("No .json or .geojson files found in the given paths.")
+        raise typer.Exit(1)
+    publisher = RawPublisher(settings)
+    failed = 0
+    for path in files:
+        try:
+            events = read_events(path)
+        except SourceFormatError as exc:
+            failed += 1
+            err.print(f"[red]skipped[/] {path}: [bold]{exc.code}[/] {exc.message}")
+            continue
+        for event in events:
+            publisher.publish(event)
+        console.print(f"[green]sent[/] {len(events):>5} revision(s) from {path}")
+    publisher.flush()
+    if failed:
+        raise typer.Exit(1)
+
+
+samples_app = typer.Typer(help="Samples in the catalog.", no_args_is_help=True)
+app.add_typer(samples_app, name="samples")
+
+
+@samples_app.command("list")
+def samples_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="How many at most.")] = 50,
+    after: Annotated[
+        str | None, typer.Option(help="Start after this sample id (paging).", show_default=False)
+    ] = None,
+) -> None:
+    """List current samples (live ones), ordered by id."""
+    from sqlalchemy.engine import make_url
+
+    from labelflow.catalog.store import Catalog
+
+    with Catalog(_settings(ctx).resolved_catalog_url) as catalog:
+        catalog.migrate()
+        table = Table("sample", "revision", "size", "classes (pixels)", "source")
+        for v in catalog.list(after=after, limit=limit):
+            classes = ", ".join(f"{k} {n}" for k, n in sorted(v.class_pixels.items()) if n)
+            table.add_row(
+                v.sample_id, str(v.revision), f"{v.width}x{v.height}", classes, v.lineage.source
+            )
+        console.print(table)
+        shown = make_url(catalog.url).render_as_string(hide_password=True)
+        console.print(f"{catalog.count()} live sample(s) in {shown}")
+
+
+@samples_app.command("show")
+def samples_show(
+    ctx: typer.Context, sample_id: Annotated[str, typer.Argument(help="The sample (task) id.")]
+) -> None:
+    """Show a sample's current version, its lineage and its history."""
+    from labelflow.catalog.store import Catalog
+
+    with Catalog(_settings(ctx).resolved_catalog_url) as catalog:
+        catalog.migrate()
+        state = catalog.state(sample_id)
+        if state is None:
+            err.print(f"No sample {sample_id!r} in the catalog; try: labelflow samples list")
+            raise typer.Exit(1)
+        current = catalog.get(sample_id)
+        if current is None:
+            console.print(f"{sample_id}: [red]deleted[/] at revision {state.revision}")
+        else:
+            console.print_json(current.model_dump_json(exclude={"features"}))
+        history = Table("revision", "image", "mask", "created")
+        for v in catalog.history(sample_id):
+            history.add_row(
+                str(v.revision), v.image_hash[:12], v.mask_hash[:12], v.created_at.isoformat()
+            )
+        for t in catalog.tombstones(sample_id):
+            history.add_row(str(t.revision), f"[red]{t.reason}[/]", "", t.committed_at.isoformat())
+        console.print(history)
 
 
 # --- run ----------------------------------------------------------------------------------

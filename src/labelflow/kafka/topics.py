@@ -164,16 +164,23 @@ def diff_topic(
 
 
 def _wait_for_metadata(admin: AdminClient, names: set[str], timeout_s: float) -> dict:
-    """Topic metadata once every name in ``names`` is visible.
+    """Topic metadata once every name in ``names`` is visible with a leader per partition.
 
     A broker's metadata cache trails the KRaft controller: a topic whose creation was just
-    acknowledged (by us or by a concurrent ``ensure``) may be absent from metadata for a moment.
+    acknowledged may be absent, or lack leaders, for a moment; a client using it then fails
+    with "not leader for partition".
     """
     deadline = time.monotonic() + timeout_s
     while True:
         topics = admin.list_topics(timeout=timeout_s).topics
         existing = {name: meta for name, meta in topics.items() if meta.error is None}
-        if names <= existing.keys() or time.monotonic() > deadline:
+        ready = all(
+            name in existing
+            and existing[name].partitions
+            and all(p.leader >= 0 for p in existing[name].partitions.values())
+            for name in names
+        )
+        if ready or time.monotonic() > deadline:
             return existing
         time.sleep(0.1)
 
@@ -206,8 +213,8 @@ def ensure_topics(
                 continue
             log.info("topic created", extra={"topic": name})
             report.created.append(name)
-    if raced:
-        existing = _wait_for_metadata(admin, raced, timeout_s)
+    if raced or report.created:
+        existing = _wait_for_metadata(admin, raced | set(report.created), timeout_s)
     present = [t for t in wanted if t.name in existing and t.name not in report.created]
     if present:
         resources = [ConfigResource(ResourceType.TOPIC, t.name) for t in present]

@@ -134,6 +134,19 @@ def test_list_pages_through_live_samples_in_id_order(catalog: Catalog) -> None:
     assert third == [] or len(third) <= 2
 
 
+def test_states_reads_many_samples_live_and_deleted(catalog: Catalog) -> None:
+    ids = [f"task-{i:04d}" for i in range(1200)]  # more than one chunk of ids
+    for i, sample_id in enumerate(ids[:1100]):
+        catalog.upsert_version(make_version(sample_id, 1 + i % 3))
+    catalog.tombstone(ids[7], 10)
+    states = {s.sample_id: s for s in catalog.states(ids)}
+    assert len(states) == 1100  # never-seen ids are left out
+    assert states[ids[5]].revision == 1 + 5 % 3
+    assert not states[ids[5]].deleted
+    assert states[ids[7]].deleted
+    assert states[ids[7]].revision == 10
+
+
 def test_concurrent_writers_converge_to_newest_revision(catalog: Catalog) -> None:
     """Eight threads replay a shuffled stream of versions and deletions of ten samples,
     each write twice; the catalog must end where the newest write of each sample says."""
