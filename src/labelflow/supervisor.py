@@ -64,7 +64,12 @@ class Supervisor:
 
     def _spawn(self, worker: Worker) -> None:
         cmd = [sys.executable, "-m", "labelflow", "run", worker.stage]
-        env = dict(self.env, LABELFLOW_WORKER_ID=worker.worker_id, LABELFLOW_LOG_FORMAT="json")
+        env = {
+            "LABELFLOW_LOG_LEVEL": "INFO",  # a worker's log is read after the fact: keep detail
+            **self.env,
+            "LABELFLOW_WORKER_ID": worker.worker_id,
+            "LABELFLOW_LOG_FORMAT": "json",
+        }
         with worker.log_file.open("ab") as out:
             # Own process group: a Ctrl-C in the terminal reaches the supervisor only, which
             # then stops workers in order instead of all of them dying mid-batch at once.
