@@ -7,16 +7,25 @@ redone after a crash writes nothing new. A revision that removes its sample pass
 a :class:`SampleRemoval`.
 
 Failures are classified for the runner: imagery timeouts and 5xx are transient (retried via
-the retry topics); a missing or corrupt image is permanent (dead-lettered, replayable once the
-image is fixed); labels that cannot be drawn are permanent; a sample failing its checks is
-quarantined with the failed checks as reasons.
+the retry topics); a missing or corrupt image, or one without the CRS its geographic labels
+need, is permanent (dead-lettered, replayable once the image is fixed); labels that cannot be
+drawn are permanent; a sample failing its checks is quarantined with the failed checks as
+reasons.
 """
 
 from __future__ import annotations
 
+from labelflow.imagery.base import ImageryCrsInvalid
 from labelflow.kafka.topics import Topic
 from labelflow.masks import class_pixel_counts, rasterize_event
-from labelflow.model import AnnotationEvent, Lineage, Reason, SampleRemoval, SampleVersion
+from labelflow.model import (
+    AnnotationEvent,
+    CoordSpace,
+    Lineage,
+    Reason,
+    SampleRemoval,
+    SampleVersion,
+)
 from labelflow.quality.samples import all_passed, check_sample
 from labelflow.stage import Output, PermanentError, Record, Stage
 from labelflow.stages.context import StageContext, classified_errors, context
@@ -45,6 +54,9 @@ def materialize(ctx: StageContext, record: Record, event: AnnotationEvent) -> li
         raise PermanentError("image.missing_reference", "the revision names no image")
     with classified_errors():
         chip = ctx.imagery.read(event.image)
+        if event.coordinates == CoordSpace.GEO and event.crs and chip.crs is None:
+            # The labels' CRS passed validation; it is the image that cannot be placed.
+            raise ImageryCrsInvalid(f"{event.image.uri} has no CRS to place {event.crs} labels")
         mask = rasterize_event(event, chip, ctx.settings.taxonomy)
     checks = check_sample(chip, mask, ctx.settings.sample_rules)
     if not all_passed(checks):
