@@ -152,9 +152,12 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         "LABELFLOW_CONFIG_FILE": str(settings.data_dir / "no-config.toml"),
         # Commit often: three stages in a row each add up to one batch of latency.
         "LABELFLOW_BATCH_MAX_MS": "300",
+        # The runner checks a batch's age only between fetched chunks of up to this many
+        # records; a chunk of slow records (materialize: a chip read and two blob writes each)
+        # must finish well within the transaction timeout, or the broker fences the worker.
+        "LABELFLOW_BATCH_MAX_RECORDS": "200",
         # A worker killed by a failing test must not hold its partitions for long.
         "LABELFLOW_SESSION_TIMEOUT_MS": "6000",
-        "LABELFLOW_TRANSACTION_TIMEOUT_MS": "15000",
     }
     env.update(extra)
     return env
