@@ -388,9 +388,11 @@ def _create_engine(url: str, busy_timeout_s: float) -> Engine:
         # leaving a half-applied migration on a crash); ``_on_begin`` below begins instead.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
+        # busy_timeout first: switching to WAL takes a lock too, and under load a connection
+        # that does it before waiting is allowed fails at once with "database is locked".
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         # WAL: readers never block the writer nor the writer them.
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
