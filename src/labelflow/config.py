@@ -111,6 +111,17 @@ class Settings(BaseSettings):
     max_chip_size: int = Field(1024, ge=16, description="Longest chip side; larger is resampled.")
     imagery_timeout_s: float = Field(30.0, gt=0, description="Per HTTP request for imagery.")
 
+    # --- Sources -----------------------------------------------------------------------
+    labelstudio_url: str | None = Field(
+        None, description="Label Studio's base URL; the labelstudio stage reads tasks there."
+    )
+    labelstudio_token: SecretStr | None = Field(None, description="Label Studio API token.")
+    labelstudio_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Shared secret Label Studio sends with its webhooks; without it the "
+        "webhook endpoint is off.",
+    )
+
     # --- Storage -----------------------------------------------------------------------
     catalog_url: str | None = Field(
         None, description="SQLAlchemy URL; SQLite in data_dir if unset."
@@ -137,6 +148,11 @@ class Settings(BaseSettings):
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def uses_labelstudio(self) -> bool:
+        """Whether Label Studio can be read: ``labelflow up`` then runs the labelstudio stage."""
+        return bool(self.labelstudio_url and self.labelstudio_token)
 
     @property
     def kafka_dir(self) -> Path:

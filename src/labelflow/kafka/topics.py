@@ -28,6 +28,7 @@ DAY_MS = 24 * 60 * 60 * 1000
 class Topic(StrEnum):
     """Logical topic names; the real name is ``settings.topic_prefix + value``."""
 
+    SOURCE_CHANGES = "sources.changes"
     RAW = "annotations.raw"
     VALID = "annotations.valid"
     QUARANTINE = "annotations.quarantine"
@@ -55,6 +56,11 @@ class TopicSpec:
 
 
 PIPELINE_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        Topic.SOURCE_CHANGES,
+        "hints that source tasks changed (keyed by task, or by project for a sweep)",
+        7 * DAY_MS,
+    ),
     TopicSpec(Topic.RAW, "annotation events as received from every source", 14 * DAY_MS),
     TopicSpec(Topic.VALID, "annotation revisions that passed validation", 14 * DAY_MS),
     TopicSpec(

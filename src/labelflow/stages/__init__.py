@@ -1,5 +1,6 @@
 """The pipeline's stages, one module each, each exposing ``STAGE`` for ``labelflow run NAME``.
 
+    sources.changes ─ labelstudio ─▶ annotations.raw
     annotations.raw ─ validate ─▶ annotations.valid ─ materialize ─▶ samples.ready ─ commit
                           └─▶ annotations.quarantine ◀──────┘
 
@@ -18,11 +19,14 @@ from labelflow.model import (
     SampleRemoval,
     SampleVersion,
 )
+from labelflow.sources.labelstudio import TaskChanged
 
 register(ANNOTATION_SCHEMA, ANNOTATION_SCHEMA_VERSION)(AnnotationEvent)
 register(SAMPLE_SCHEMA, SAMPLE_SCHEMA_VERSION)(SampleVersion)
 register("labelflow.sample-removal", 1)(SampleRemoval)
 register("labelflow.quarantined", 1)(Quarantined)
+register("labelflow.task-changed", 1)(TaskChanged)
 
 PIPELINE_STAGES = ("validate", "materialize", "commit")
-"""The stages ``labelflow up`` and the demo run, in flow order."""
+"""The stages every running pipeline has, in flow order; ``labelflow up`` adds the source
+stages that are configured (``labelstudio``), the demo feeds them synthetic events itself."""

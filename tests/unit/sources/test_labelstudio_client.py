@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from copy import deepcopy
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -19,76 +14,20 @@ from labelflow.model import Status
 from labelflow.sources.base import revision_of
 from labelflow.sources.labelstudio import LabelStudioClient
 from labelflow.stage import PermanentError, TransientError
-
-TOKEN = "secret-token"
-EXPORT = json.loads(
-    (Path(__file__).parents[2] / "fixtures" / "labelstudio" / "export.json").read_text()
+from labelstudio_support import (
+    FAILING,
+    GONE_BAD,
+    HANGING,
+    TOKEN,
+    FakeLabelStudio,
+    fake_labelstudio,
 )
-FAILING, HANGING, GONE_BAD = 500, 501, 400
-
-
-class FakeLabelStudio(BaseHTTPRequestHandler):
-    """Answers like Label Studio 1.x: ``/api/tasks/{id}`` and the paginated task list, with
-    404 past the last page and for deleted tasks."""
-
-    tasks: dict[int, dict[str, Any]]
-    release: threading.Event
-    seen: list[str]
-
-    def do_GET(self) -> None:
-        self.seen.append(self.path)
-        if self.headers.get("Authorization") != f"Token {TOKEN}":
-            return self._reply(401, {"detail": "Authentication credentials were not provided."})
-        url = urlparse(self.path)
-        if url.path == "/api/tasks/":
-            query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            page, size = int(query["page"]), int(query["page_size"])
-            tasks = [t for t in self.tasks.values() if t["project"] == int(query["project"])]
-            chunk = tasks[(page - 1) * size : page * size]
-            if page > 1 and not chunk:
-                return self._reply(404, {"detail": "Invalid page."})
-            return self._reply(200, {"tasks": chunk, "total": len(tasks)})
-        task_id = int(url.path.rstrip("/").rsplit("/", 1)[1])
-        if task_id == FAILING:
-            return self._reply(503, {"detail": "maintenance"})
-        if task_id == GONE_BAD:
-            return self._reply(400, {"detail": "bad request"})
-        if task_id == HANGING:
-            self.release.wait(10)
-            return self._reply(200, {})
-        if task_id not in self.tasks:
-            return self._reply(404, {"detail": "Not found."})
-        return self._reply(200, self.tasks[task_id])
-
-    def _reply(self, status: int, body: object) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Keep test output clean."""
 
 
 @pytest.fixture
 def server() -> Iterator[type[FakeLabelStudio]]:
-    handler = type(
-        "Handler",
-        (FakeLabelStudio,),
-        {"tasks": {t["id"]: deepcopy(t) for t in EXPORT}, "release": threading.Event(), "seen": []},
-    )
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)  # listening once constructed
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    handler.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with fake_labelstudio() as handler:
         yield handler
-    finally:
-        handler.release.set()
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def _client(server: type[FakeLabelStudio], **kwargs: Any) -> LabelStudioClient:

@@ -1,0 +1,73 @@
+"""labelstudio: sources.changes → annotations.raw.
+
+A webhook only says "task X changed" (:class:`~labelflow.sources.labelstudio.TaskChanged`), and
+Label Studio sends it once, unordered, and not at all for some deletions. So this stage never
+trusts what a hint says about the task: it reads the task's *current* state from Label
+Studio's REST API and emits that as the canonical event. Hints arriving twice, late or out of
+order therefore all yield the newest state, and a redone batch yields the same events again
+(validate drops a revision the catalog already holds).
+
+A hint that names no task (ANNOTATIONS_DELETED carries annotation ids only) sweeps its
+project: every task's current state is emitted. Deleted tasks do not show up in a sweep;
+they are caught by a hint naming them (TASKS_DELETED: the task answers 404 and becomes a
+deletion) or by reconciling the catalog against the project.
+
+Failures are classified by :class:`~labelflow.sources.labelstudio.LabelStudioClient`:
+timeouts, refused connections, 429 and 5xx are transient and retried through the retry
+topics; other 4xx are permanent. A refused token and a missing configuration are permanent
+too (``labelstudio.unauthorized``, ``labelstudio.not_configured``): retrying cannot fix them,
+and the dead-lettered hints can be replayed once the settings are fixed.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from labelflow.config import get_settings
+from labelflow.errors import LabelflowError
+from labelflow.kafka.topics import Topic
+from labelflow.sources.base import SourceFormatError
+from labelflow.sources.labelstudio import LabelStudioClient, TaskChanged
+from labelflow.stage import Output, PermanentError, Record, Stage
+
+
+@cache
+def client() -> LabelStudioClient:
+    """This process's Label Studio client, from the environment (built on first use, so a
+    worker of another stage importing this module needs no Label Studio settings)."""
+    settings = get_settings()
+    url, token = settings.labelstudio_url, settings.labelstudio_token
+    if not (url and token):
+        raise PermanentError(
+            "labelstudio.not_configured",
+            "no Label Studio to read from: set LABELFLOW_LABELSTUDIO_URL and "
+            "LABELFLOW_LABELSTUDIO_TOKEN",
+        )
+    return LabelStudioClient(url, token.get_secret_value())
+
+
+def process(record: Record) -> list[Output]:
+    hint = record.event()
+    if not isinstance(hint, TaskChanged):
+        raise PermanentError(
+            "labelstudio.unexpected_event", f"expected a task-changed hint, got {type(hint)}"
+        )
+    ls = client()
+    try:
+        if hint.needs_sweep:
+            events = list(ls.project_events(hint.project))
+        else:
+            events = [ls.current_event(hint.project, task_id) for task_id in hint.task_ids]
+    except SourceFormatError as exc:
+        raise PermanentError(exc.code, exc.message) from exc
+    except LabelflowError as exc:  # the client's "token refused": a configuration problem
+        raise PermanentError("labelstudio.unauthorized", exc.message) from exc
+    return [Output(Topic.RAW, event, key=event.task_id) for event in events]
+
+
+STAGE = Stage(
+    name="labelstudio",
+    inputs=(Topic.SOURCE_CHANGES,),
+    outputs=(Topic.RAW,),
+    process=process,
+)

@@ -1,0 +1,93 @@
+"""A small Label Studio look-alike served over real HTTP, for tests of the source and stage."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from copy import deepcopy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+TOKEN = "secret-token"
+EXPORT: list[dict[str, Any]] = json.loads(
+    (Path(__file__).parent / "fixtures" / "labelstudio" / "export.json").read_text()
+)
+FAILING, HANGING, GONE_BAD = 500, 501, 400
+
+
+class FakeLabelStudio(BaseHTTPRequestHandler):
+    """Answers like Label Studio 1.x: ``/api/tasks/{id}`` and the paginated task list, with
+    404 past the last page and for deleted tasks. ``outages[id]`` is how many more requests
+    for that task answer 503 before it is served again."""
+
+    base_url: str
+    tasks: dict[int, dict[str, Any]]
+    outages: dict[int, int]
+    release: threading.Event
+    seen: list[str]
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        if self.headers.get("Authorization") != f"Token {TOKEN}":
+            return self._reply(401, {"detail": "Authentication credentials were not provided."})
+        url = urlparse(self.path)
+        if url.path == "/api/tasks/":
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            page, size = int(query["page"]), int(query["page_size"])
+            tasks = [t for t in self.tasks.values() if t["project"] == int(query["project"])]
+            chunk = tasks[(page - 1) * size : page * size]
+            if page > 1 and not chunk:
+                return self._reply(404, {"detail": "Invalid page."})
+            return self._reply(200, {"tasks": chunk, "total": len(tasks)})
+        task_id = int(url.path.rstrip("/").rsplit("/", 1)[1])
+        if task_id == FAILING or self.outages.get(task_id, 0) > 0:
+            self.outages[task_id] = self.outages.get(task_id, 0) - 1
+            return self._reply(503, {"detail": "maintenance"})
+        if task_id == GONE_BAD:
+            return self._reply(400, {"detail": "bad request"})
+        if task_id == HANGING:
+            self.release.wait(10)
+            return self._reply(200, {})
+        if task_id not in self.tasks:
+            return self._reply(404, {"detail": "Not found."})
+        return self._reply(200, self.tasks[task_id])
+
+    def _reply(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep test output clean."""
+
+
+@contextmanager
+def fake_labelstudio() -> Iterator[type[FakeLabelStudio]]:
+    """A running look-alike on 127.0.0.1 serving the tasks of ``export.json`` (project 7)."""
+    handler = type(
+        "Handler",
+        (FakeLabelStudio,),
+        {
+            "tasks": {t["id"]: deepcopy(t) for t in EXPORT},
+            "outages": {},
+            "release": threading.Event(),
+            "seen": [],
+        },
+    )
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)  # listening once constructed
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    handler.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        yield handler
+    finally:
+        handler.release.set()
+        httpd.shutdown()
+        httpd.server_close()
