@@ -6,8 +6,9 @@ through its timing how many leading characters were right). The secret is checke
 body is read, so an unauthenticated caller learns nothing about what a valid body looks like.
 
 Label Studio waits about a second and never retries, so the handler does no work beyond
-parsing: it hands a :class:`TaskChanged` hint to ``publish`` (the ingest stage's producer) and
-answers. A lost hint is repaired by the reconciler's sweep, never by this endpoint.
+parsing: it hands a :class:`TaskChanged` hint to ``publish`` and answers. ``publish`` may block
+(the API's waits for the broker's acknowledgement), so it runs in the thread pool, never on the
+event loop. A lost hint is repaired by a sweep of the project, never by this endpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 from collections.abc import Callable
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 
 from labelflow.sources.base import SourceFormatError
 from labelflow.sources.labelstudio import SOURCE, TaskChanged, parse_webhook
@@ -62,7 +64,7 @@ def webhook_router(
         if hint is None:
             response.status_code = status.HTTP_200_OK
             return {"accepted": False, "reason": "action changes no label"}
-        publish(hint)
+        await run_in_threadpool(publish, hint)
         return {"accepted": True, "project": hint.project, "task_ids": list(hint.task_ids)}
 
     return router

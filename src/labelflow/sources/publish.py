@@ -1,4 +1,5 @@
-"""Hands source records to the pipeline: writes them into ``annotations.raw``.
+"""Hands source records to the pipeline: events into ``annotations.raw``, webhook hints into
+``sources.changes``.
 
 Keyed by task id, so every revision of a task lands on one partition, in order. The producer
 is idempotent: its own retries after a lost acknowledgement never duplicate a record. A whole
@@ -8,14 +9,19 @@ validate drops a revision the catalog already holds.
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import Future
+
 from confluent_kafka import KafkaError, Message
 
+import labelflow.stages  # noqa: F401 - registers the event schemas that encode() looks up
 from labelflow.config import Settings
 from labelflow.errors import LabelflowError
 from labelflow.events import encode
 from labelflow.kafka.clients import producer
 from labelflow.kafka.topics import Topic, topic_name
 from labelflow.model import AnnotationEvent
+from labelflow.sources.labelstudio import TaskChanged
 
 FLUSH_TIMEOUT_S = 60.0
 """Bound on waiting for acknowledgements: a broker that is gone must end ingest with an error,
@@ -62,3 +68,72 @@ class RawPublisher:
                 f"{self.topic}: {failures}",
                 hint="check that Kafka is up (labelflow kafka status) and run the command again",
             )
+
+
+HINT_ACK_TIMEOUT_S = 10.0
+"""How long accepting a hint may wait for the broker's acknowledgement. Label Studio stops
+waiting after about a second and never retries, so waiting longer gains that request nothing;
+the bound keeps an unreachable broker from holding every request thread forever."""
+
+
+class HintNotDelivered(LabelflowError):
+    """The broker did not acknowledge a hint: the caller must not report it as accepted."""
+
+
+class HintPublisher:
+    """Produces :class:`TaskChanged` hints into ``sources.changes``, one record per task.
+
+    :meth:`publish` returns only once the broker acknowledged every record, so a hint that was
+    answered "accepted" is durable in Kafka; otherwise it raises :class:`HintNotDelivered`.
+    Safe to call from several threads at once.
+    """
+
+    def __init__(self, settings: Settings, timeout_s: float = HINT_ACK_TIMEOUT_S) -> None:
+        self.topic = topic_name(Topic.SOURCE_CHANGES, settings)
+        self.timeout_s = timeout_s
+        # librdkafka gives up on a record after message.timeout.ms and reports it as failed;
+        # matching our wait means every record has an outcome by the time we stop waiting.
+        self._producer = producer(settings, {"message.timeout.ms": int(timeout_s * 1000)})
+
+    def publish(self, hint: TaskChanged) -> None:
+        acks = [self._send(part) for part in split_hint(hint)]
+        deadline = time.monotonic() + self.timeout_s
+        while not all(ack.done() for ack in acks) and time.monotonic() < deadline:
+            self._producer.poll(0.05)
+        errors = [ack.result().str() for ack in acks if ack.done() and ack.result() is not None]
+        missing = sum(1 for ack in acks if not ack.done())
+        if errors or missing:
+            reason = "; ".join(sorted(set(errors))) or f"no acknowledgement in {self.timeout_s} s"
+            raise HintNotDelivered(
+                f"{len(errors) + missing} hint record(s) not delivered to {self.topic}: {reason}",
+                hint="check that Kafka is up (labelflow kafka status)",
+            )
+
+    def _send(self, hint: TaskChanged) -> Future[KafkaError | None]:
+        ack: Future[KafkaError | None] = Future()
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic,
+                    value=encode(hint),
+                    key=hint_key(hint).encode(),
+                    on_delivery=lambda error, _msg: ack.set_result(error),
+                )
+                return ack
+            except BufferError:  # local queue full: serve acknowledgements, then go on
+                self._producer.poll(0.05)
+
+
+def split_hint(hint: TaskChanged) -> list[TaskChanged]:
+    """One hint per task (a sweep stays whole), so each lands on its task's partition and a
+    bulk deletion of many tasks spreads over the stage's workers."""
+    if hint.needs_sweep or len(hint.task_ids) == 1:
+        return [hint]
+    return [hint.model_copy(update={"task_ids": (task_id,)}) for task_id in hint.task_ids]
+
+
+def hint_key(hint: TaskChanged) -> str:
+    """``<project>:<task>`` for a one-task hint, ``<project>`` for a sweep."""
+    if len(hint.task_ids) == 1:
+        return f"{hint.project}:{hint.task_ids[0]}"
+    return str(hint.project)

@@ -10,46 +10,9 @@ from pathlib import Path
 import pytest
 
 from labelflow.catalog.store import Catalog, CatalogError, CatalogUnavailable
-from labelflow.model import CheckResult, Feature, Lineage, SampleVersion
-from support import free_port
+from support import free_port, make_version
 
 pytestmark = pytest.mark.integration
-
-
-def make_version(sample_id: str, revision: int, *, image_hash: str = "a" * 64) -> SampleVersion:
-    return SampleVersion(
-        sample_id=sample_id,
-        revision=revision,
-        image_hash=image_hash,
-        mask_hash=f"{revision:064x}",
-        width=256,
-        height=128,
-        crs="EPSG:3857",
-        transform=(0.5, 0.0, 1000.0, 0.0, -0.5, 2000.0),
-        bounds=(1000.0, 1936.0, 1128.0, 2000.0),
-        class_pixels={"building": 10 * revision},
-        features=[
-            Feature(
-                label="building",
-                geometry={"type": "Polygon", "coordinates": [[[0, 0], [4, 0], [4, 4], [0, 0]]]},
-                feature_id="f1",
-            )
-        ],
-        checks=[CheckResult(code="sample.blank", passed=True, value=31.5, threshold=2.0)],
-        lineage=Lineage(
-            source="geojson",
-            task_id=sample_id,
-            revision=revision,
-            event_id=f"event-{sample_id}-{revision}",
-            image_uri="../shared/data/imagery/cogeo.tif",
-            image_content_hash="b" * 64,
-            code_version="0.1.0",
-            config_hash="c0ffee",
-            kafka_topic="annotations.valid",
-            kafka_partition=3,
-            kafka_offset=1000 + revision,
-        ),
-    )
 
 
 def test_version_round_trips_with_lineage(catalog: Catalog) -> None:
