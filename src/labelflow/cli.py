@@ -238,6 +238,30 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command("up")
+def up(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port the API listens on.")] = 8080,
+    workers: Annotated[int, typer.Option(help="Worker processes per stage.")] = 1,
+) -> None:
+    """Run labelflow: broker, topics, catalog, every stage and the API, until Ctrl-C/SIGTERM.
+
+    Starts the local broker unless LABELFLOW_KAFKA_BOOTSTRAP is set, and the labelstudio
+    stage when LABELFLOW_LABELSTUDIO_URL and _TOKEN are set. The API serves /healthz,
+    /metrics, /samples and, with LABELFLOW_LABELSTUDIO_WEBHOOK_SECRET, Label Studio's
+    webhooks. Exits 0 once everything stopped cleanly.
+    """
+    from labelflow.service import serve, stopped_cleanly
+
+    exit_codes = serve(_settings(ctx), console, host=host, port=port, workers=workers)
+    failed = {w: code for w, code in exit_codes.items() if not stopped_cleanly(code)}
+    if failed:
+        err.print(f"[yellow]workers that did not stop cleanly:[/] {failed}")
+        raise typer.Exit(1)
+    console.print("labelflow stopped.")
+
+
 @app.command("ingest")
 def ingest(
     ctx: typer.Context,

@@ -8,7 +8,6 @@ summary can say whether the catalog ended up exactly right, not just how busy it
 
 from __future__ import annotations
 
-import os
 import statistics
 import threading
 import time
@@ -26,10 +25,10 @@ from labelflow.catalog.store import Catalog
 from labelflow.config import Settings
 from labelflow.events import decode
 from labelflow.kafka import retry
-from labelflow.kafka.broker import LocalBroker
 from labelflow.kafka.clients import admin_client, consumer
-from labelflow.kafka.topics import Topic, declared_topics, ensure_topics, resolve, topic_name
+from labelflow.kafka.topics import Topic, topic_name
 from labelflow.model import Quarantined
+from labelflow.service import LocalPipeline
 from labelflow.sources.publish import RawPublisher
 from labelflow.sources.synthetic import SyntheticConfig, SyntheticHistory, generate
 from labelflow.stages import PIPELINE_STAGES
@@ -181,16 +180,9 @@ class Dashboard:
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict:
     """Run the demo until its history is delivered and drained, or Ctrl-C; return the summary."""
     started = time.monotonic()
-    broker = LocalBroker(settings) if settings.uses_local_broker else None
-    broker_started = False
-    if broker is not None:
-        with console.status("Starting Kafka (the first run fetches its jars with Maven)…"):
-            _, broker_started = broker.up()
-    report = ensure_topics(admin_client(settings), resolve(declared_topics(settings), settings))
-    for drift in report.drifts:
-        console.print(f"[yellow]topic {drift.topic} differs: {drift.setting}[/]")
-    catalog = Catalog(settings.resolved_catalog_url)
-    catalog.migrate()
+    pipeline = LocalPipeline(settings, dict.fromkeys(PIPELINE_STAGES, options.workers_per_stage))
+    pipeline.start(console)
+    catalog, supervisor = pipeline.catalog, pipeline.supervisor
 
     seed = options.seed if options.seed is not None else int(time.time())
     tasks = max(10, int(options.rate_per_s * options.duration_s / DELIVERIES_PER_TASK))
@@ -210,15 +202,6 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
     dead = TopicTally(settings, Topic.DEAD_LETTER, _dead_letter_code)
     quarantine.start()
     dead.start()
-    env = dict(os.environ, LABELFLOW_DATA_DIR=str(settings.data_dir.resolve()))
-    if settings.kafka_bootstrap is None:
-        env["LABELFLOW_KAFKA_PORT"] = str(settings.kafka_port)
-    supervisor = Supervisor(
-        {stage: options.workers_per_stage for stage in PIPELINE_STAGES},
-        log_dir=settings.data_dir / "logs",
-        env=env,
-    )
-    supervisor.start()
     publisher = RawPublisher(settings)
     progress = Progress(
         scheduled=len(history.deliveries),
@@ -251,7 +234,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
         interrupted = True
         console.print("[yellow]Interrupted: stopping the workers…[/]")
     finally:
-        exit_codes = supervisor.stop()
+        exit_codes = pipeline.stop_workers()
         quarantine.stop()
         dead.stop()
     elapsed = time.monotonic() - pipeline_start
@@ -276,10 +259,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
         "interrupted": interrupted,
         "total_s": round(time.monotonic() - started, 1),
     }
-    catalog.close()
-    if broker is not None and broker_started:
-        with console.status("Stopping the Kafka broker the demo started…"):
-            broker.down()
+    pipeline.close(console)
     return summary
 
 

@@ -27,12 +27,10 @@ worker that lost its partitions cannot commit for them, whatever its ``transacti
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -53,6 +51,7 @@ from labelflow.kafka.clients import consumer, producer
 from labelflow.kafka.metrics import StageMetrics
 from labelflow.kafka.retry import Failure, RetryPolicy, as_original, due_ms, user_headers
 from labelflow.kafka.topics import topic_name
+from labelflow.shutdown import stop_on_signals
 from labelflow.stage import Output, PermanentError, Record, Stage, StageError, TransientError
 
 log = logging.getLogger(__name__)
@@ -152,7 +151,7 @@ class Runner:
             "worker started",
             extra={"stage": self.stage.name, "worker": self.worker_id, "inputs": self.inputs},
         )
-        with self._signals_stop_me():
+        with stop_on_signals(self.stop):
             try:
                 self._loop()
                 self._finish()
@@ -195,19 +194,6 @@ class Runner:
             except FatalRuntimeError:
                 log.warning("could not commit the last batch; it will be redone elsewhere")
         self._consumer.close()
-
-    @contextmanager
-    def _signals_stop_me(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        handler = lambda signum, frame: self.stop()  # noqa: E731
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
 
     def _poll_timeout(self) -> float:
         if not self._batch.open:
