@@ -118,7 +118,9 @@ class Runner:
 
     def run(self) -> None:
         """Join the group and process until stopped. Raises :class:`FatalRuntimeError`."""
-        group = self.stage.consumer_group
+        # Prefixed like the topics: two deployments sharing a cluster under different prefixes
+        # must neither share a group nor fence each other's transactional ids.
+        group = self.settings.topic_prefix + self.stage.consumer_group
         self._producer = producer(
             self.settings,
             {
@@ -173,13 +175,21 @@ class Runner:
                 if self._stop.is_set():
                     break  # handled records are committed by _finish; the rest is redone
                 self._handle(message)
+                # Checked per record, not per fetch: a fetch of slow records (imagery reads)
+                # could otherwise keep one transaction open past transaction_timeout_ms, and
+                # the broker would abort it and fence this worker, again on every restart.
+                if self._batch_due():
+                    self._commit()
             self._producer.poll(0)
-            if self._batch.open and (
-                self._batch.records >= limit
-                or time.monotonic() - self._batch.started >= self.settings.batch_max_ms / 1000
-            ):
+            if self._batch_due():
                 self._commit()
             self._watch_lag()
+
+    def _batch_due(self) -> bool:
+        return self._batch.open and (
+            self._batch.records >= self.settings.batch_max_records
+            or time.monotonic() - self._batch.started >= self.settings.batch_max_ms / 1000
+        )
 
     def _finish(self) -> None:
         """Graceful stop: commit the open batch (abort if that fails), then leave the group
@@ -203,6 +213,12 @@ class Runner:
 
     def _on_client_error(self, error: KafkaError) -> None:
         if error.fatal():
+            # Logged here: the exception raised later only says "Local: Fatal error", while
+            # this error names the cause (fenced by a newer epoch, invalid producer state).
+            log.error(
+                "kafka client failed fatally",
+                extra={"stage": self.stage.name, "code": error.name(), "error": error.str()},
+            )
             self._fatal = error
         else:
             log.debug("kafka client error", extra={"error": error.str()})
