@@ -56,7 +56,9 @@ def main_options(
         Path | None,
         typer.Option(help="Where local state lives (env LABELFLOW_DATA_DIR).", show_default=False),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "WARNING",
+    log_level: Annotated[
+        str, typer.Option(envvar="LABELFLOW_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "WARNING",
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
     ] = False,
