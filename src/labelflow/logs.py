@@ -47,3 +47,5 @@ def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic narrates every plugin it loads at INFO, on every worker start.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
