@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from support import free_port
-
 pytestmark = pytest.mark.e2e
 
 
@@ -25,19 +23,6 @@ def labelflow(*args: str, env: dict[str, str], timeout: float = 180) -> subproce
         timeout=timeout,
         check=False,
     )
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    """A private data dir on free ports; the user's Kafka jar cache is shared."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELFLOW_")}
-    env.update(
-        LABELFLOW_DATA_DIR=str(tmp_path / "data"),
-        LABELFLOW_KAFKA_PORT=str(free_port()),
-        LABELFLOW_KAFKA_CONTROLLER_PORT=str(free_port()),
-        COLUMNS="200",
-    )
-    return env
 
 
 TRANSACTIONAL_ROUND_TRIP = textwrap.dedent(

@@ -10,22 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from support import free_port
-
 pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.skipif(
     bool(os.environ.get("LABELFLOW_KAFKA_BOOTSTRAP")), reason="the demo starts its own broker"
 )
-def test_demo_stores_the_expected_samples_and_reports_them(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELFLOW_")}
-    env.update(
-        LABELFLOW_DATA_DIR=str(tmp_path / "data"),
-        LABELFLOW_KAFKA_PORT=str(free_port()),
-        LABELFLOW_KAFKA_CONTROLLER_PORT=str(free_port()),
-        COLUMNS="120",
-    )
+def test_demo_stores_the_expected_samples_and_reports_them(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    env = cli_env
     summary_path = tmp_path / "summary.json"
     result = subprocess.run(
         [sys.executable, "-m", "labelflow", "demo", "--duration", "8", "--rate", "25",

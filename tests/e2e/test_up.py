@@ -50,16 +50,12 @@ def _running(pid: int) -> bool:
 @pytest.mark.skipif(
     bool(os.environ.get("LABELFLOW_KAFKA_BOOTSTRAP")), reason="up starts its own broker here"
 )
-def test_up_serves_the_api_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_up_serves_the_api_and_stops_everything_on_sigterm(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    data = Path(cli_env["LABELFLOW_DATA_DIR"])
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELFLOW_")}
-    env.update(
-        LABELFLOW_DATA_DIR=str(data),
-        LABELFLOW_KAFKA_PORT=str(free_port()),
-        LABELFLOW_KAFKA_CONTROLLER_PORT=str(free_port()),
-        LABELFLOW_CONFIG_FILE=str(tmp_path / "no-config.toml"),
-    )
+    env = cli_env
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         up = subprocess.Popen(
