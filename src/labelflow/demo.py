@@ -132,10 +132,14 @@ class Progress:
     deleted: int = 0
     expected_live: int = 0
     expected_deleted: int = 0
+    settled: int = 0
+    tasks: int = 0
 
     @property
     def converged(self) -> bool:
-        return self.live == self.expected_live and self.deleted >= self.expected_deleted
+        """Every task is in its expected final state (counts alone could match while a
+        task's last revision is still in flight)."""
+        return self.settled == self.tasks
 
 
 @dataclass
@@ -158,7 +162,8 @@ class Dashboard:
             return
         self._last = now
         self.supervisor.check()
-        self.progress.live, self.progress.deleted = _catalog_counts(self.catalog, self.history)
+        p = self.progress
+        p.live, p.deleted, p.settled = _tally(self.catalog, self.history)
         if self.live is not None:
             self.live.update(self.view())
 
@@ -168,6 +173,7 @@ class Dashboard:
         table.add_row("events published", f"{p.published} / {p.scheduled}")
         table.add_row("samples stored", f"{p.live} (expected {p.expected_live})")
         table.add_row("samples deleted", f"{p.deleted} (expected {p.expected_deleted})")
+        table.add_row("tasks in their final state", f"{p.settled} / {p.tasks}")
         top = ", ".join(f"{k} {v}" for k, v in self.quarantine.counts.most_common(4))
         table.add_row("quarantined", f"{self.quarantine.total}" + (f"  ({top})" if top else ""))
         table.add_row("dead-lettered", str(self.dead.total))
@@ -205,6 +211,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
     publisher = RawPublisher(settings)
     progress = Progress(
         scheduled=len(history.deliveries),
+        tasks=len(history.expected),
         expected_live=sum(t.sample for t in history.expected.values()),
         expected_deleted=sum(
             1 for t in history.expected.values() if t.revision is not None and not t.sample
@@ -248,7 +255,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
         "quarantined_by_reason": dict(quarantine.counts.most_common()),
         "dead_lettered": dead.total,
         "dead_lettered_by_reason": dict(dead.counts.most_common()),
-        "matches_expected_state": not interrupted and _matches(catalog, history),
+        "matches_expected_state": not interrupted and _tally(catalog, history)[2] == progress.tasks,
         "latency_p50_s": _percentile(latencies, 50),
         "latency_p99_s": _percentile(latencies, 99),
         "duration_s": round(elapsed, 1),
@@ -271,26 +278,18 @@ def _revision_of(value: bytes) -> int:
     return -1 if isinstance(parsed, list) else parsed.revision
 
 
-def _catalog_counts(catalog: Catalog, history: SyntheticHistory) -> tuple[int, int]:
-    live = deleted = 0
-    for state in catalog.states(list(history.expected)):
-        if state.deleted:
-            deleted += 1
-        else:
-            live += 1
-    return live, deleted
-
-
-def _matches(catalog: Catalog, history: SyntheticHistory) -> bool:
-    """Whether every task's catalog state is exactly the history's expected final state."""
+def _tally(catalog: Catalog, history: SyntheticHistory) -> tuple[int, int, int]:
+    """Of the history's tasks: how many are live, how many deleted, and how many are exactly
+    in the expected final state (live at the expected revision, or not live)."""
+    live = deleted = settled = 0
     states = {s.sample_id: s for s in catalog.states(list(history.expected))}
     for task_id, want in history.expected.items():
         got = states.get(task_id)
-        if want.sample != (got is not None and not got.deleted):
-            return False
-        if want.sample and got is not None and got.revision != want.revision:
-            return False
-    return True
+        is_live = got is not None and not got.deleted
+        live += is_live
+        deleted += got is not None and got.deleted
+        settled += want.sample == is_live and (not is_live or got.revision == want.revision)
+    return live, deleted, settled
 
 
 def _latencies(
