@@ -110,7 +110,7 @@ def kafka_status(ctx: typer.Context) -> None:
         from labelflow.kafka.broker import describe_cluster
 
         try:
-            nodes = describe_cluster(settings.kafka_client_config())
+            nodes = describe_cluster(settings)
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             err.print(f"[red]cluster at {settings.kafka_bootstrap} does not answer:[/] {exc}")
             raise typer.Exit(1) from None

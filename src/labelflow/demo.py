@@ -28,6 +28,7 @@ from labelflow.kafka import retry
 from labelflow.kafka.clients import admin_client, consumer
 from labelflow.kafka.topics import Topic, topic_name
 from labelflow.model import Quarantined
+from labelflow.quality.annotations import parse_raw
 from labelflow.service import LocalPipeline
 from labelflow.sources.publish import RawPublisher
 from labelflow.sources.synthetic import SyntheticConfig, SyntheticHistory, generate
@@ -104,7 +105,8 @@ _NOT_READY = {
 
 def _end_offset(reader: Consumer, topic: str, partition: int, timeout_s: float = 30.0) -> int:
     """The partition's high watermark, waiting out a just-created topic whose leader the
-    broker does not serve yet (a retriable "not leader for partition")."""
+    broker does not serve yet ("not leader for partition", which librdkafka does not flag
+    as retriable)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -255,7 +257,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
         "quarantined_by_reason": dict(quarantine.counts.most_common()),
         "dead_lettered": dead.total,
         "dead_lettered_by_reason": dict(dead.counts.most_common()),
-        "matches_expected_state": not interrupted and _tally(catalog, history)[2] == progress.tasks,
+        "matches_expected_state": not interrupted and progress.converged,
         "latency_p50_s": _percentile(latencies, 50),
         "latency_p99_s": _percentile(latencies, 99),
         "duration_s": round(elapsed, 1),
@@ -272,8 +274,6 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
 
 def _revision_of(value: bytes) -> int:
     """The revision of a delivered event, or -1 for a delivery that is not one."""
-    from labelflow.quality.annotations import parse_raw
-
     parsed = parse_raw(value)
     return -1 if isinstance(parsed, list) else parsed.revision
 

@@ -16,7 +16,6 @@ ports still finds its quorum.
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import re
 import shutil
@@ -29,13 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
-
 from labelflow.config import Settings
 from labelflow.errors import BrokerError, SetupError
+from labelflow.kafka.clients import admin_client
 from labelflow.kafka.jars import ensure_jars
-
-log = logging.getLogger(__name__)
 
 MIN_JAVA = 17
 _MAIN_CLASS = "kafka.Kafka"
@@ -167,11 +163,9 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def describe_cluster(bootstrap_conf: dict[str, object], timeout_s: float = 5.0) -> int:
+def describe_cluster(settings: Settings, timeout_s: float = 5.0) -> int:
     """Number of brokers the cluster reports; raises if it does not answer in time."""
-    conf = dict(bootstrap_conf)
-    conf["logger"] = logging.getLogger("librdkafka")
-    admin = AdminClient(conf)
+    admin = admin_client(settings)
     result = admin.describe_cluster(request_timeout=timeout_s).result(timeout=timeout_s + 1)
     return len(result.nodes)
 
@@ -219,13 +213,10 @@ class LocalBroker:
         reachable = False
         if pid is not None:
             try:
-                reachable = describe_cluster(self._client_conf(), timeout_s=3) > 0
+                reachable = describe_cluster(self.settings, timeout_s=3) > 0
             except Exception:  # noqa: BLE001 - any failure means "not reachable"
                 reachable = False
         return BrokerStatus(pid is not None, pid, self.bootstrap, reachable, self.root)
-
-    def _client_conf(self) -> dict[str, object]:
-        return {"bootstrap.servers": self.bootstrap}
 
     # --- up -----------------------------------------------------------------------------
     def up(self) -> tuple[BrokerStatus, bool]:
@@ -333,7 +324,7 @@ class LocalBroker:
                 listening = sock.connect_ex((host, port)) == 0
             if listening:
                 try:
-                    if describe_cluster(self._client_conf(), timeout_s=3) > 0:
+                    if describe_cluster(self.settings, timeout_s=3) > 0:
                         return
                 except Exception:  # noqa: BLE001 - still starting
                     pass

@@ -146,10 +146,6 @@ class EnsureReport:
     unchanged: list[str] = field(default_factory=list)
     drifts: list[Drift] = field(default_factory=list)
 
-    @property
-    def changed_nothing(self) -> bool:
-        return not self.created
-
 
 def diff_topic(
     want: ResolvedTopic, partitions: int, replication: int, config: dict[str, str]
