@@ -23,8 +23,9 @@ from labelflow.catalog.store import Catalog
 from labelflow.config import Settings
 from labelflow.events import decode
 from labelflow.kafka.clients import admin_client
+from labelflow.kafka.ensure import ensure_topics
 from labelflow.kafka.retry import Failure
-from labelflow.kafka.topics import Topic, declared_topics, ensure_topics, resolve, topic_name
+from labelflow.kafka.topics import Topic, declared_topics, resolve, topic_name
 from labelflow.model import Quarantined
 from labelflow.sources.publish import RawPublisher
 from labelflow.sources.synthetic import Delivery, ExpectedTask

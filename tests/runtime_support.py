@@ -18,7 +18,8 @@ from confluent_kafka.admin import NewTopic
 
 from labelflow.config import Settings
 from labelflow.kafka.clients import admin_client, consumer, producer
-from labelflow.kafka.topics import declared_topics, ensure_topics, resolve, topic_name
+from labelflow.kafka.ensure import ensure_topics
+from labelflow.kafka.topics import declared_topics, resolve, topic_name
 from support import wait_for
 
 LABELFLOW = str(Path(sys.executable).with_name("labelflow"))

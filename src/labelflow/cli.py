@@ -14,10 +14,11 @@ from rich.table import Table
 
 from labelflow import __version__
 from labelflow.config import Settings, get_settings
-from labelflow.errors import LabelflowError
+from labelflow.errors import ClassifiedError, LabelflowError
 from labelflow.kafka.broker import LocalBroker
 from labelflow.kafka.clients import admin_client
-from labelflow.kafka.topics import declared_topics, ensure_topics, resolve
+from labelflow.kafka.ensure import ensure_topics
+from labelflow.kafka.topics import declared_topics, resolve
 from labelflow.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -380,12 +381,37 @@ def run_stage(
         int | None, typer.Option(help="Serve Prometheus /metrics on this port.")
     ] = None,
 ) -> None:
-    """Run one worker process of a stage until SIGTERM/SIGINT (exit 0) or a fatal error."""
+    """Run one worker process of a stage until SIGTERM/SIGINT (exit 0) or a fatal error.
+
+    A second SIGTERM/SIGINT ends it at once; a worker that hangs in a Kafka call past its
+    bound, or is still busy ``shutdown_timeout_s`` after a stop request, ends itself with exit
+    code 75 so that its supervisor restarts it.
+    """
+    import os
+
     from labelflow.kafka import metrics
     from labelflow.kafka.runner import Runner
+    from labelflow.shutdown import SignalThread, die_with_parent
     from labelflow.stage import load_stage
+    from labelflow.watchdog import EXIT_HUNG, Watchdog
 
-    runner = Runner(load_stage(stage), _settings(ctx), worker_id=worker_id)
+    settings = _settings(ctx)
+    supervisor = os.environ.get("LABELFLOW_SUPERVISOR_PID")
+    parent = int(supervisor) if supervisor and supervisor.isdigit() else None
+    stage_ = load_stage(stage)
+    watchdog = Watchdog(f"{stage_.name}-{worker_id or 'worker'}", parent_pid=parent)
+    runner = Runner(stage_, settings, worker_id=worker_id, watchdog=watchdog)
+
+    def graceful(_signum: int = 0) -> None:
+        runner.stop()
+        watchdog.arm(settings.shutdown_timeout_s, "graceful stop")
+
+    # Signals first, on their own thread, before any other thread exists (see SignalThread).
+    SignalThread(on_first=graceful, on_second=lambda _signum: os._exit(EXIT_HUNG)).start()
+    watchdog.on_orphaned = graceful
+    watchdog.start()
+    if parent is not None and not die_with_parent(parent):
+        return  # the supervisor died while this worker was starting
     if metrics_port is not None:
         metrics.serve(metrics_port)
     runner.run()
@@ -484,11 +510,14 @@ def dlq_replay(
 
 
 def main() -> None:
-    """Entry point: run the app, turning a LabelflowError into a message and exit code 1."""
+    """Entry point: run the app, turning a labelflow error into a message and exit code 1
+    (never a traceback: a classified error prints its stable code too)."""
     try:
         app()
-    except LabelflowError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-        if exc.hint:
-            err.print(f"[bold]what to do:[/] {exc.hint}", highlight=False)
+    except (LabelflowError, ClassifiedError) as exc:
+        code = f"{exc.code}: " if isinstance(exc, ClassifiedError) else ""
+        err.print(f"[bold red]error:[/] {code}{exc.message}", highlight=False)
+        hint = getattr(exc, "hint", None)
+        if hint:
+            err.print(f"[bold]what to do:[/] {hint}", highlight=False)
         raise SystemExit(1) from None

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     validation: ValidationRules = Field(default_factory=ValidationRules)
     sample_rules: SampleRules = Field(default_factory=SampleRules)
     max_chip_size: int = Field(1024, ge=16, description="Longest chip side; larger is resampled.")
+    materialize_threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Threads per materialize worker (GDAL and numpy release the GIL).",
+    )
     imagery_timeout_s: float = Field(30.0, gt=0, description="Per HTTP request for imagery.")
 
     # --- Sources -----------------------------------------------------------------------

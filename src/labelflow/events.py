@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from labelflow.stage import PermanentError
+from labelflow.errors import PermanentError
 
 MAX_EVENT_BYTES = 1024 * 1024
 """Larger values are refused before parsing: one oversized record must not exhaust a worker's

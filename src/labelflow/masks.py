@@ -27,25 +27,19 @@ from rasterio.errors import CRSError
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
 
+from labelflow.errors import PermanentError
 from labelflow.imagery.base import Chip
 from labelflow.model import AnnotationEvent, CoordSpace, Feature, Taxonomy
 
 BACKGROUND = 0
 
 
-class MaskError(Exception):
+class MaskError(PermanentError):
     """Labels that cannot be drawn on the chip; permanent (the event itself is at fault).
 
     Codes: ``mask.unknown_class`` (a label missing from the taxonomy), ``mask.crs_invalid``
     (geo coordinates that cannot be brought into the chip's CRS).
     """
-
-    transient = False
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 def rasterize_event(event: AnnotationEvent, chip: Chip, taxonomy: Taxonomy) -> np.ndarray:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from labelflow.events import register
+
 ANNOTATION_SCHEMA = "labelflow.annotation"
 ANNOTATION_SCHEMA_VERSION = 1
 SAMPLE_SCHEMA = "labelflow.sample"
@@ -58,15 +60,18 @@ class ImageRef(BaseModel):
 
     ``provider`` picks the imagery provider: ``geotiff`` (``uri`` is a path or URL to a
     GeoTIFF/COG), ``xyz`` (``uri`` is a ``{z}/{x}/{y}`` template), ``synthetic`` (``uri`` is
-    a scene id the synthetic provider renders deterministically). ``bounds`` is the chip's
+    a scene id the synthetic provider renders deterministically), ``labelstudio`` (``uri`` is
+    the image as Label Studio serves it to the annotator: ``/data/…``, a URL or a cloud URI). ``bounds`` is the chip's
     extent ``(minx, miny, maxx, maxy)`` in ``bounds_crs`` (the image's CRS if unset); without
     bounds the chip is the whole image. ``width``/``height`` are the chip's pixel size when the
-    source knows it (Label Studio does), used to scale pixel coordinates.
+    source knows it (Label Studio does), used to scale pixel coordinates. ``scene_uri`` and
+    ``window`` say where an image cut from a larger GeoTIFF/COG came from: the scene and the
+    pixel window ``(col_off, row_off, width, height)`` in it, which georeference the chip.
     """
 
     model_config = ConfigDict(frozen=True)
 
-    provider: Literal["geotiff", "xyz", "synthetic"] = "geotiff"
+    provider: Literal["geotiff", "xyz", "synthetic", "labelstudio"] = "geotiff"
     uri: str = Field(min_length=1)
     scene_id: str | None = None
     bounds: tuple[float, float, float, float] | None = None
@@ -74,8 +79,20 @@ class ImageRef(BaseModel):
     width: int | None = Field(None, gt=0)
     height: int | None = Field(None, gt=0)
     zoom: int | None = Field(None, ge=0, le=24, description="XYZ zoom level.")
+    scene_uri: str | None = Field(None, min_length=1)
+    window: tuple[int, int, int, int] | None = None
+
+    @field_validator("window")
+    @classmethod
+    def _positive_window(
+        cls, v: tuple[int, int, int, int] | None
+    ) -> tuple[int, int, int, int] | None:
+        if v is not None and (v[2] <= 0 or v[3] <= 0):
+            raise ValueError("a window's width and height must be positive")
+        return v
 
 
+@register(ANNOTATION_SCHEMA, ANNOTATION_SCHEMA_VERSION)
 class AnnotationEvent(BaseModel):
     """The canonical annotation event: one revision of one task, from any source.
 
@@ -161,6 +178,7 @@ class Lineage(BaseModel):
     kafka_offset: int | None = None
 
 
+@register(SAMPLE_SCHEMA, SAMPLE_SCHEMA_VERSION)
 class SampleVersion(BaseModel):
     """A training example made from one annotation revision (materialize → commit).
 
@@ -191,11 +209,14 @@ class Reason(BaseModel):
     """Why something was refused: a stable code (``geometry.self_intersection``) and a human
     message; ``feature`` is the index of the offending feature when one is to blame."""
 
+    model_config = ConfigDict(frozen=True)
+
     code: str
     message: str
     feature: int | None = None
 
 
+@register("labelflow.quarantined", 1)
 class Quarantined(BaseModel):
     """A record held back for a person to look at, with every reason it was refused.
 
@@ -215,6 +236,7 @@ class Quarantined(BaseModel):
     quarantined_at: datetime = Field(default_factory=utcnow)
 
 
+@register("labelflow.sample-removal", 1)
 class SampleRemoval(BaseModel):
     """A revision that removes its task's sample (rejected, skipped or deleted)."""
 

@@ -26,7 +26,8 @@ from labelflow.config import Settings
 from labelflow.errors import LabelflowError
 from labelflow.kafka.broker import LocalBroker
 from labelflow.kafka.clients import admin_client
-from labelflow.kafka.topics import declared_topics, ensure_topics, resolve
+from labelflow.kafka.ensure import ensure_topics
+from labelflow.kafka.topics import declared_topics, resolve
 from labelflow.shutdown import stop_on_signals
 from labelflow.stages import PIPELINE_STAGES
 from labelflow.supervisor import Supervisor

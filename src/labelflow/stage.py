@@ -1,62 +1,66 @@
-"""The stage contract: what a stage reads, what it writes, how it turns one record into outputs.
+"""The stage contract: what a stage reads, what it writes, how it turns records into outputs.
 
-A stage never opens a consumer or a producer. The runner (:mod:`labelflow.kafka.runner`) owns
-consuming, producing, transactions, retries, metrics and shutdown; a stage only says *what*
-to do with one record, and classifies what can go wrong:
+A stage never opens a consumer or a producer, and never reads settings on its own. The runner
+(:mod:`labelflow.kafka.runner`) owns consuming, producing, transactions, retries, metrics and
+shutdown; it builds the stage's :class:`Processor` once per worker from the one settings
+object of the process (``Stage.open(settings)``) and hands it records in batches: the batch
+it will commit in one Kafka transaction, so a stage can batch its side effects (one database
+transaction per batch, one durability point for a batch's blobs).
+
+What can go wrong is classified (:mod:`labelflow.errors`):
 
 - :class:`TransientError`: the world was briefly unavailable (imagery timeout, database down).
   The record is retried later through the retry topics, without blocking its partition.
 - :class:`PermanentError`: the record itself is unusable (bad geometry, unknown schema).
   Retrying cannot help, so it goes straight to the dead-letter topic.
 
-Any other exception is a bug or an unforeseen failure; the runner treats it as transient
+Any other exception is a bug or an unforeseen failure; it is treated as transient
 (``stage.unhandled``) so that a flaky dependency raising an unexpected type is retried, and a
 real bug ends in the dead-letter topic after the last attempt, where it can be replayed once
 fixed.
 
-Because an aborted transaction redoes its batch, ``process`` may run more than once for the
-same record: side effects it performs must be idempotent.
+Because an aborted transaction redoes its batch, a record may be processed more than once:
+side effects must be idempotent.
+
+This module imports nothing heavy (no Kafka client, no settings): any stage module, test or
+tool can import it.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from labelflow.errors import ClassifiedError, LabelflowError, PermanentError, TransientError
 
-from labelflow.errors import LabelflowError
-from labelflow.kafka.topics import Topic
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
-TopicRef = Topic | str
-"""A logical topic name: a :class:`Topic`, or another name; both get ``topic_prefix``."""
+    from labelflow.config import Settings
+
+__all__ = [
+    "ClassifiedError",
+    "Output",
+    "PermanentError",
+    "Processor",
+    "Record",
+    "RecordProcessor",
+    "Result",
+    "Stage",
+    "TransientError",
+    "load_stage",
+]
+
+log = logging.getLogger(__name__)
+
+TopicRef = str
+"""A logical topic name (a :class:`~labelflow.kafka.topics.Topic` is one); the runner adds
+``topic_prefix``."""
 
 Headers = tuple[tuple[str, bytes], ...]
-
-
-class StageError(Exception):
-    """A classified failure of one record: a stable reason ``code`` and a human ``message``."""
-
-    kind: Literal["transient", "permanent"]
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class TransientError(StageError):
-    """Retry later: the record is fine, something it needs is not available right now."""
-
-    kind = "transient"
-
-
-class PermanentError(StageError):
-    """Never retry: the record cannot be processed as it is; dead-letter it with the reason."""
-
-    kind = "permanent"
 
 
 @dataclass(frozen=True)
@@ -93,20 +97,92 @@ class Output:
     headers: Headers = ()
 
 
+Result = Sequence[Output] | ClassifiedError
+"""What became of one record: the outputs to produce, or why it failed."""
+
+
+class Processor:
+    """A stage's work inside one worker, built once per worker by :meth:`Stage.open`.
+
+    The runner calls, for each Kafka transaction:
+
+    1. :meth:`process` once per chunk of records (a whole transaction's records arrive in one
+       or more chunks, in offset order per partition);
+    2. :meth:`flush` before the transaction commits: the durability point for side effects
+       the outputs point at (blobs), so a committed output never names a lost artifact;
+    3. :meth:`discard` instead, when the transaction aborts (the records will be redone).
+
+    :meth:`close` once when the worker stops. Subclasses override :meth:`process_one` (one
+    record at a time) or :meth:`process` (a whole chunk, to batch a side effect).
+    """
+
+    def process(self, records: Sequence[Record]) -> list[Result]:
+        """One :data:`Result` per record, in order. The default calls :meth:`process_one`."""
+        return [self.run_one(record) for record in records]
+
+    def run_one(self, record: Record) -> Result:
+        """:meth:`process_one` with its failure caught and classified."""
+        try:
+            return list(self.process_one(record))
+        except ClassifiedError as exc:
+            return exc
+        except Exception as exc:  # unclassified: retried, then dead-lettered
+            log.exception("stage raised an unclassified error")
+            return TransientError("stage.unhandled", f"{type(exc).__name__}: {exc}")
+
+    def process_one(self, record: Record) -> Iterable[Output]:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Make this transaction's side effects durable (before its outputs are committed)."""
+
+    def discard(self) -> None:
+        """Forget this transaction's pending side effects: it was aborted and will be redone."""
+
+    def close(self) -> None:
+        """Release what the processor holds (connections, open files, threads)."""
+
+
+class RecordProcessor(Processor):
+    """A stateless stage: one function from a record to its outputs."""
+
+    def __init__(self, fn: Callable[[Record], Iterable[Output]]) -> None:
+        self.fn = fn
+
+    def process_one(self, record: Record) -> Iterable[Output]:
+        return self.fn(record)
+
+
 @dataclass(frozen=True)
 class Stage:
-    """A named transformation from input topics to output topics, run by a consumer group."""
+    """A named transformation from input topics to output topics, run by a consumer group.
+
+    Give either ``process`` (a stateless function of one record) or ``setup`` (builds the
+    worker's :class:`Processor` from the process's settings: catalog, blobs, imagery…).
+    """
 
     name: str
     inputs: tuple[TopicRef, ...]
     outputs: tuple[TopicRef, ...]
-    process: Callable[[Record], Iterable[Output]]
+    process: Callable[[Record], Iterable[Output]] | None = None
+    setup: Callable[[Settings], Processor] | None = None
     group: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if (self.process is None) == (self.setup is None):
+            raise ValueError(f"stage {self.name!r}: give exactly one of process= or setup=")
 
     @property
     def consumer_group(self) -> str:
         """The group every worker of this stage joins; one group per stage scales it out."""
         return self.group or f"labelflow.{self.name}"
+
+    def open(self, settings: Settings) -> Processor:
+        """This worker's processor, built from the settings the runner was given."""
+        if self.setup is not None:
+            return self.setup(settings)
+        assert self.process is not None
+        return RecordProcessor(self.process)
 
 
 def load_stage(ref: str) -> Stage:
@@ -117,7 +193,7 @@ def load_stage(ref: str) -> Stage:
     else:
         module_name, attribute = f"labelflow.stages.{ref}", "STAGE"
     try:
-        stage = getattr(importlib.import_module(module_name), attribute)
+        stage: Any = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
         raise LabelflowError(
             f"No stage {ref!r}: {exc}",

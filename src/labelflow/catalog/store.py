@@ -25,7 +25,7 @@ timeout, serialization failure) is worth retrying; :class:`CatalogError` with
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +54,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from labelflow.catalog.schema import Base
 from labelflow.config import Settings
+from labelflow.errors import ClassifiedError
 from labelflow.model import Feature, Lineage, SampleVersion, utcnow
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -71,14 +72,8 @@ versions: Table = Base.metadata.tables["sample_versions"]
 tombstones: Table = Base.metadata.tables["sample_tombstones"]
 
 
-class CatalogError(Exception):
+class CatalogError(ClassifiedError):
     """A classified catalog failure: stable ``code``, human ``message``, ``transient`` flag."""
-
-    def __init__(self, code: str, message: str, *, transient: bool = False) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.transient = transient
 
 
 class CatalogUnavailable(CatalogError):
@@ -97,6 +92,19 @@ class SampleState(BaseModel):
     image_hash: str | None
     mask_hash: str | None
     updated_at: datetime
+
+
+class Deletion(BaseModel):
+    """A deletion to write: the sample, the revision it is deleted at, why, and from where."""
+
+    sample_id: str
+    revision: int
+    reason: str = "deleted"
+    source: str | None = None
+    event_id: str | None = None
+    kafka_topic: str | None = None
+    kafka_partition: int | None = None
+    kafka_offset: int | None = None
 
 
 class Tombstone(BaseModel):
@@ -173,18 +181,7 @@ class Catalog:
     def upsert_version(self, version: SampleVersion) -> bool:
         """Record ``version`` and make it current unless a newer revision (or a deletion at
         the same revision) is already there. Idempotent. Returns whether it is current now."""
-        now = utcnow()
-        row = _version_row(version, now)
-        with self._transaction(write=True) as conn:
-            insert_version = self._insert(versions).values(**row)
-            conn.execute(
-                insert_version.on_conflict_do_update(
-                    index_elements=[versions.c.sample_id, versions.c.revision],
-                    set_={name: insert_version.excluded[name] for name in row},
-                )
-            )
-            current = {"image_hash": version.image_hash, "mask_hash": version.mask_hash}
-            return self._make_current(conn, version.sample_id, version.revision, now, current)
+        return self.apply([version])[0]
 
     def tombstone(
         self,
@@ -203,24 +200,55 @@ class Catalog:
         Idempotent; the deletion is recorded in ``sample_tombstones`` either way. Returns
         whether the sample is deleted at this revision now.
         """
+        deletion = Deletion(
+            sample_id=sample_id,
+            revision=revision,
+            reason=reason,
+            source=source,
+            event_id=event_id,
+            kafka_topic=kafka_topic,
+            kafka_partition=kafka_partition,
+            kafka_offset=kafka_offset,
+        )
+        return self.apply([deletion])[0]
+
+    def apply(self, writes: Sequence[SampleVersion | Deletion]) -> builtins.list[bool]:
+        """Every write of a batch in one database transaction, each with the rule of
+        :meth:`upsert_version` or :meth:`tombstone`; one result per write, in order.
+
+        One transaction per batch instead of per sample: on SQLite each commit is a sync of
+        the write-ahead log, which cost more than the write itself. The outcome is the same
+        as applying them one by one in any order, since each write's "newer wins" test runs
+        against what the writes before it left.
+        """
         now = utcnow()
         with self._transaction(write=True) as conn:
-            conn.execute(
-                self._insert(tombstones)
-                .values(
-                    sample_id=sample_id,
-                    revision=revision,
-                    reason=reason,
-                    source=source,
-                    event_id=event_id,
-                    kafka_topic=kafka_topic,
-                    kafka_partition=kafka_partition,
-                    kafka_offset=kafka_offset,
-                    committed_at=now,
-                )
-                .on_conflict_do_nothing()
+            return [
+                self._write_version(conn, w, now)
+                if isinstance(w, SampleVersion)
+                else self._write_deletion(conn, w, now)
+                for w in writes
+            ]
+
+    def _write_version(self, conn: Connection, version: SampleVersion, now: datetime) -> bool:
+        row = _version_row(version, now)
+        insert_version = self._insert(versions).values(**row)
+        conn.execute(
+            insert_version.on_conflict_do_update(
+                index_elements=[versions.c.sample_id, versions.c.revision],
+                set_={name: insert_version.excluded[name] for name in row},
             )
-            return self._make_current(conn, sample_id, revision, now, None)
+        )
+        current = {"image_hash": version.image_hash, "mask_hash": version.mask_hash}
+        return self._make_current(conn, version.sample_id, version.revision, now, current)
+
+    def _write_deletion(self, conn: Connection, deletion: Deletion, now: datetime) -> bool:
+        conn.execute(
+            self._insert(tombstones)
+            .values(**deletion.model_dump(), committed_at=now)
+            .on_conflict_do_nothing()
+        )
+        return self._make_current(conn, deletion.sample_id, deletion.revision, now, None)
 
     # --- Reads ---------------------------------------------------------------------------
     def state(self, sample_id: str) -> SampleState | None:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.transform import array_bounds
 
+from labelflow.errors import ClassifiedError
 from labelflow.model import ImageRef
 
 DEFAULT_MAX_CHIP_SIZE = 1024
@@ -33,15 +34,13 @@ DEFAULT_MAX_CHIP_SIZE = 1024
 drawn around a whole scene would make a gigapixel chip and exhaust a worker's memory."""
 
 
-class ImageryError(Exception):
+class ImageryError(ClassifiedError):
     """A classified imagery failure. Subclasses fix ``code`` and ``transient``."""
 
-    code: ClassVar[str] = "imagery.error"
-    transient: ClassVar[bool] = False
+    code = "imagery.error"
 
     def __init__(self, message: str) -> None:
-        super().__init__(f"{self.code}: {message}")
-        self.message = message
+        super().__init__(self.code, message)
 
 
 class ImageryTimeout(ImageryError):

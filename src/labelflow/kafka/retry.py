@@ -7,7 +7,7 @@ the records behind it. The stage's own workers also read the retry topics (their
 other stages' records) and hand the record back to the stage when it is due; that happens in
 the same transactions as everything else, so a retry is exactly-once too.
 
-After the last configured delay — or at once for a :class:`~labelflow.stage.PermanentError` —
+After the last configured delay — or at once for a permanent error —
 the record goes to the dead-letter topic with the same headers, where ``labelflow dlq`` shows
 and replays it.
 
@@ -24,8 +24,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from labelflow.config import Settings
+from labelflow.errors import ClassifiedError
 from labelflow.kafka.topics import Topic, retry_topic, topic_name
-from labelflow.stage import Headers, Record, StageError
+from labelflow.stage import Headers, Record
 
 PREFIX = "labelflow."
 STAGE = "labelflow.stage"
@@ -78,7 +79,7 @@ class Failure:
     @classmethod
     def from_headers(cls, headers: Iterable[tuple[str, bytes | None]]) -> Failure | None:
         """The failure described by ``headers``; None when they describe none (or are
-        damaged: such a record is then treated as a fresh input, never a crash)."""
+        damaged: the runner then dead-letters it as ``retry.headers_damaged``)."""
         h = {k: (v or b"").decode(errors="replace") for k, v in headers if k.startswith(PREFIX)}
         try:
             return cls(
@@ -102,12 +103,30 @@ def user_headers(headers: Iterable[tuple[str, bytes | None]]) -> Headers:
     return tuple((k, v or b"") for k, v in headers if not k.startswith(PREFIX))
 
 
-def due_ms(headers: Iterable[tuple[str, bytes | None]]) -> int:
-    """When a retry record is due (epoch ms); 0 (now) when the header is missing."""
+def due_ms(headers: Iterable[tuple[str, bytes | None]]) -> int | None:
+    """When a retry record is due (epoch ms); None when the header is missing or damaged
+    (every retry record the runner writes carries one)."""
     for key, value in headers:
-        if key == DUE_MS and value:
-            return int(value)
-    return 0
+        if key == DUE_MS:
+            try:
+                return int(value or b"")
+            except ValueError:
+                return None
+    return None
+
+
+def failing_stage(headers: Iterable[tuple[str, bytes | None]]) -> str | None:
+    """The stage a retry or dead-letter record failed in, from its headers alone.
+
+    Read on its own so that a record whose other headers are damaged is still attributed:
+    its stage dead-letters it (``retry.headers_damaged``) instead of every stage skipping
+    it. A record with no stage header at all was not written by a labelflow runner and
+    belongs to no stage.
+    """
+    for key, value in headers:
+        if key == STAGE and value:
+            return value.decode(errors="replace")
+    return None
 
 
 @dataclass(frozen=True)
@@ -133,7 +152,7 @@ class RetryPolicy:
         return topic in self.topics
 
     def route(
-        self, stage: str, record: Record, error: StageError, previous: Failure | None
+        self, stage: str, record: Record, error: ClassifiedError, previous: Failure | None
     ) -> Route:
         """Decide the next stop of ``record`` after ``error``; ``previous`` is the failure it
         carried in from a retry topic, if any."""
@@ -150,7 +169,7 @@ class RetryPolicy:
             first_failure=previous.first_failure if previous else now,
             last_failure=now,
         )
-        if error.kind == "permanent" or failure.attempts > len(self.delays_s):
+        if not error.transient or failure.attempts > len(self.delays_s):
             return Route(self.dead_letter_topic, failure.headers(), dead_letter=True)
         delay_s = self.delays_s[failure.attempts - 1]
         due = int((time.time() + delay_s) * 1000)

@@ -1,6 +1,6 @@
 """Annotation-level quality rules: what can be judged from an event alone, without pixels.
 
-Every rule returns data, never raises: a list of :class:`Violation` with a stable ``code``
+Every rule returns data, never raises: a list of :class:`Reason` with a stable ``code``
 (what the quarantine topic, metrics and dashboards group by) and a human ``message`` (what a
 person reads to fix the annotation). An empty list means the event may go on to
 ``materialize``. Rules that need the imagery (missing file, corrupt GeoTIFF, a CRS the image
@@ -18,7 +18,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from shapely.geometry import shape
@@ -26,7 +26,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from labelflow.events import MAX_EVENT_BYTES
-from labelflow.model import AnnotationEvent, CoordSpace, Feature, Taxonomy
+from labelflow.model import AnnotationEvent, CoordSpace, Feature, Reason, Taxonomy
 
 POLYGONAL = ("Polygon", "MultiPolygon")
 _M_PER_DEG_LAT = 110_574.0
@@ -69,16 +69,6 @@ class Code(StrEnum):
     REVISION_STALE = "revision.stale"
 
 
-class Violation(BaseModel):
-    """One broken rule. ``feature`` is the index of the offending feature, if any."""
-
-    model_config = ConfigDict(frozen=True)
-
-    code: str
-    message: str
-    feature: int | None = None
-
-
 class ValidationRules(BaseModel):
     """Bounds of what a plausible annotation looks like. Defaults suit building/road/tree
     polygons on 0.1-1 m aerial chips; loosen per deployment in the settings file."""
@@ -109,9 +99,7 @@ class _FeatureRejected(Exception):
 # --- raw bytes → event -------------------------------------------------------------------
 
 
-def parse_raw(
-    raw: bytes, rules: ValidationRules | None = None
-) -> AnnotationEvent | list[Violation]:
+def parse_raw(raw: bytes, rules: ValidationRules | None = None) -> AnnotationEvent | list[Reason]:
     """Decode one bare ``AnnotationEvent`` JSON document, or say precisely why not.
 
     Size is checked before parsing so an oversized record never costs the memory it claims.
@@ -121,7 +109,7 @@ def parse_raw(
     rules = rules or ValidationRules()
     if len(raw) > rules.max_payload_bytes:
         return [
-            Violation(
+            Reason(
                 code=Code.PAYLOAD_TOO_LARGE,
                 message=f"{len(raw)} bytes exceeds the limit of {rules.max_payload_bytes}",
             )
@@ -129,26 +117,26 @@ def parse_raw(
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return [Violation(code=Code.PAYLOAD_ENCODING, message=f"not UTF-8: {exc}")]
+        return [Reason(code=Code.PAYLOAD_ENCODING, message=f"not UTF-8: {exc}")]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        return [Violation(code=Code.SCHEMA_MALFORMED_JSON, message=f"malformed JSON: {exc}")]
+        return [Reason(code=Code.SCHEMA_MALFORMED_JSON, message=f"malformed JSON: {exc}")]
     if not isinstance(data, dict):
         kind = type(data).__name__
-        return [Violation(code=Code.SCHEMA_NOT_OBJECT, message=f"expected an object, got {kind}")]
+        return [Reason(code=Code.SCHEMA_NOT_OBJECT, message=f"expected an object, got {kind}")]
     try:
         return AnnotationEvent.model_validate(data)
     except ValidationError as exc:
         return _schema_violations(exc)
 
 
-def _schema_violations(exc: ValidationError) -> list[Violation]:
-    out: list[Violation] = []
+def _schema_violations(exc: ValidationError) -> list[Reason]:
+    out: list[Reason] = []
     for err in exc.errors(include_url=False):
         field = ".".join(str(p) for p in err["loc"]) or "<root>"
         code = _schema_code(err["type"], err["loc"])
-        out.append(Violation(code=code, message=f"{field}: {err['msg']} ({err['type']})"))
+        out.append(Reason(code=code, message=f"{field}: {err['msg']} ({err['type']})"))
     return out
 
 
@@ -176,7 +164,7 @@ def validate_event(
     taxonomy: Taxonomy,
     rules: ValidationRules | None = None,
     last_revision: int | None = None,
-) -> list[Violation]:
+) -> list[Reason]:
     """All annotation-level rules for one event; empty means valid.
 
     ``last_revision`` is the newest revision already accepted for this task. Only a strictly
@@ -184,10 +172,10 @@ def validate_event(
     harmless (the catalog upsert is idempotent), so it is not quarantined.
     """
     rules = rules or ValidationRules()
-    out: list[Violation] = []
+    out: list[Reason] = []
     if last_revision is not None and event.revision < last_revision:
         out.append(
-            Violation(
+            Reason(
                 code=Code.REVISION_STALE,
                 message=f"revision {event.revision} is older than {last_revision} already seen",
             )
@@ -195,7 +183,7 @@ def validate_event(
     size = len(event.model_dump_json().encode())
     if size > rules.max_payload_bytes:
         out.append(
-            Violation(
+            Reason(
                 code=Code.PAYLOAD_TOO_LARGE,
                 message=f"{size} bytes exceeds the limit of {rules.max_payload_bytes}",
             )
@@ -205,14 +193,14 @@ def validate_event(
         return out
     if event.image is None:
         out.append(
-            Violation(
+            Reason(
                 code=Code.IMAGE_MISSING_REFERENCE,
                 message="a submitted/approved revision needs an image reference",
             )
         )
     if len(event.features) > rules.max_features:
         out.append(
-            Violation(
+            Reason(
                 code=Code.FEATURES_TOO_MANY,
                 message=f"{len(event.features)} features exceed the limit of {rules.max_features}",
             )
@@ -224,14 +212,14 @@ def validate_event(
         if crs_name is not None:
             crs = _parse_crs(crs_name)
             if crs is None:
-                out.append(Violation(code=Code.CRS_INVALID, message=f"unknown CRS {crs_name!r}"))
+                out.append(Reason(code=Code.CRS_INVALID, message=f"unknown CRS {crs_name!r}"))
                 return out
             geographic = crs.is_geographic
     for index, feature in enumerate(event.features):
         try:
             _check_feature(feature, event, taxonomy, rules, geographic)
         except _FeatureRejected as rejected:
-            out.append(Violation(code=rejected.code, message=rejected.message, feature=index))
+            out.append(Reason(code=rejected.code, message=rejected.message, feature=index))
     return out
 
 
@@ -240,7 +228,7 @@ def validate_raw(
     taxonomy: Taxonomy,
     rules: ValidationRules | None = None,
     last_revision: int | None = None,
-) -> tuple[AnnotationEvent | None, list[Violation]]:
+) -> tuple[AnnotationEvent | None, list[Reason]]:
     """``parse_raw`` then ``validate_event``: the whole validate stage's decision, as data."""
     parsed = parse_raw(raw, rules)
     if isinstance(parsed, list):

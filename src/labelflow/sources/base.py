@@ -6,25 +6,26 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from labelflow.errors import LabelflowError
+from labelflow.errors import PermanentError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class SourceFormatError(LabelflowError):
+class SourceFormatError(PermanentError):
     """A source document that cannot be turned into events at all (as opposed to an event
     with bad content, which becomes an event and is quarantined by the validate stage).
 
     ``code`` is stable (``format.unknown``, ``coco.rle_unsupported``, ...) so callers and tests
-    branch on it rather than on the message.
+    branch on it rather than on the message; ``hint`` says what to do about it.
     """
 
     def __init__(self, code: str, message: str, hint: str | None = None) -> None:
-        super().__init__(message, hint)
-        self.code = code
+        super().__init__(code, message)
+        self.hint = hint
 
     def __str__(self) -> str:
-        return f"{self.code}: {super().__str__()}"
+        text = f"{self.code}: {self.message}"
+        return text if not self.hint else f"{text}\n  hint: {self.hint}"
 
 
 def revision_of(when: datetime) -> int:

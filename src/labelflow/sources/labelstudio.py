@@ -23,6 +23,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from labelflow.errors import LabelflowError
+from labelflow.events import register
 from labelflow.model import AnnotationEvent, CoordSpace, Feature, ImageRef, Status
 from labelflow.sources.base import SourceFormatError, parse_time, polygon, revision_of
 from labelflow.stage import PermanentError, TransientError
@@ -54,6 +55,7 @@ class LabelStudioOptions(BaseModel):
     """Imagery provider unless the task data names one under ``provider``."""
 
 
+@register("labelflow.task-changed", 1)
 class TaskChanged(BaseModel):
     """A hint that tasks of a project changed: fetch their current state.
 

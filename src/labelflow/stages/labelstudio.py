@@ -21,53 +21,48 @@ and the dead-lettered hints can be replayed once the settings are fixed.
 
 from __future__ import annotations
 
-from functools import cache
-
-from labelflow.config import get_settings
+from labelflow.config import Settings
 from labelflow.errors import LabelflowError
 from labelflow.kafka.topics import Topic
-from labelflow.sources.base import SourceFormatError
 from labelflow.sources.labelstudio import LabelStudioClient, TaskChanged
-from labelflow.stage import Output, PermanentError, Record, Stage
+from labelflow.stage import Output, PermanentError, Processor, Record, Stage
 
 
-@cache
-def client() -> LabelStudioClient:
-    """This process's Label Studio client, from the environment (built on first use, so a
-    worker of another stage importing this module needs no Label Studio settings)."""
-    settings = get_settings()
-    url, token = settings.labelstudio_url, settings.labelstudio_token
-    if not (url and token):
-        raise PermanentError(
-            "labelstudio.not_configured",
-            "no Label Studio to read from: set LABELFLOW_LABELSTUDIO_URL and "
-            "LABELFLOW_LABELSTUDIO_TOKEN",
-        )
-    return LabelStudioClient(url, token.get_secret_value())
+class TaskReader(Processor):
+    """Reads the current state of each hinted task from the Label Studio in the settings."""
 
+    def __init__(self, settings: Settings) -> None:
+        url, token = settings.labelstudio_url, settings.labelstudio_token
+        # Not configured is a property of each hint, not a reason to crash-loop the worker:
+        # the hints are dead-lettered and can be replayed once the settings are fixed.
+        self.client = LabelStudioClient(url, token.get_secret_value()) if url and token else None
 
-def process(record: Record) -> list[Output]:
-    hint = record.event()
-    if not isinstance(hint, TaskChanged):
-        raise PermanentError(
-            "labelstudio.unexpected_event", f"expected a task-changed hint, got {type(hint)}"
-        )
-    ls = client()
-    try:
-        if hint.needs_sweep:
-            events = list(ls.project_events(hint.project))
-        else:
-            events = [ls.current_event(hint.project, task_id) for task_id in hint.task_ids]
-    except SourceFormatError as exc:
-        raise PermanentError(exc.code, exc.message) from exc
-    except LabelflowError as exc:  # the client's "token refused": a configuration problem
-        raise PermanentError("labelstudio.unauthorized", exc.message) from exc
-    return [Output(Topic.RAW, event, key=event.task_id) for event in events]
+    def process_one(self, record: Record) -> list[Output]:
+        hint = record.event()
+        if not isinstance(hint, TaskChanged):
+            raise PermanentError(
+                "labelstudio.unexpected_event", f"expected a task-changed hint, got {type(hint)}"
+            )
+        if self.client is None:
+            raise PermanentError(
+                "labelstudio.not_configured",
+                "no Label Studio to read from: set LABELFLOW_LABELSTUDIO_URL and "
+                "LABELFLOW_LABELSTUDIO_TOKEN",
+            )
+        ls = self.client
+        try:
+            if hint.needs_sweep:
+                events = list(ls.project_events(hint.project))
+            else:
+                events = [ls.current_event(hint.project, task_id) for task_id in hint.task_ids]
+        except LabelflowError as exc:  # the client's "token refused": a configuration problem
+            raise PermanentError("labelstudio.unauthorized", exc.message) from exc
+        return [Output(Topic.RAW, event, key=event.task_id) for event in events]
 
 
 STAGE = Stage(
     name="labelstudio",
     inputs=(Topic.SOURCE_CHANGES,),
     outputs=(Topic.RAW,),
-    process=process,
+    setup=TaskReader,
 )

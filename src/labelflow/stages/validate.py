@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 
+from labelflow.catalog.store import Catalog, SampleState
+from labelflow.config import Settings
 from labelflow.kafka.topics import Topic
 from labelflow.model import ANNOTATION_SCHEMA, AnnotationEvent, Quarantined, Reason
-from labelflow.quality.annotations import Violation, parse_raw, validate_event
-from labelflow.stage import Output, Record, Stage
-from labelflow.stages.context import classified_errors, context
+from labelflow.quality.annotations import parse_raw, validate_event
+from labelflow.stage import Output, Processor, Record, Result, Stage
 
 log = logging.getLogger(__name__)
 
@@ -61,46 +63,69 @@ def quarantine(
     return Output(Topic.QUARANTINE, held, key=event.task_id if event else record.key)
 
 
-def _reasons(violations: list[Violation]) -> list[Reason]:
-    return [Reason(code=str(v.code), message=v.message, feature=v.feature) for v in violations]
+class Validator(Processor):
+    """Validates a chunk of revisions against the rules and the catalog's current states,
+    looked up for the whole chunk in one query."""
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.catalog = Catalog(settings.resolved_catalog_url)
+        self.catalog.migrate()
 
-def process(record: Record) -> list[Output]:
-    ctx = context()
-    settings = ctx.settings
-    if len(record.value) > settings.validation.max_payload_bytes:
-        parsed = parse_raw(record.value, settings.validation)  # reports the size, no parsing
-    else:
-        parsed = parse_raw(unwrap(record.value), settings.validation)
-    if isinstance(parsed, list):
-        return [quarantine(record, STAGE.name, _reasons(parsed))]
-    event = parsed
-    with classified_errors():
-        state = ctx.catalog.state(event.task_id)
-    violations = validate_event(
-        event,
-        settings.taxonomy,
-        settings.validation,
-        last_revision=state.revision if state else None,
-    )
-    if violations:
-        return [quarantine(record, STAGE.name, _reasons(violations), event)]
-    if state and state.revision == event.revision and state.deleted == event.removes_sample:
-        # Already in the catalog exactly so: a repeated webhook or a re-ingested file.
-        log.debug("revision already committed", extra={"task_id": event.task_id})
-        return []
-    if not event.removes_sample and event.status not in settings.accepted_statuses:
-        log.info(
-            "revision not accepted yet",
-            extra={"task_id": event.task_id, "revision": event.revision, "status": event.status},
+    def process(self, records: Sequence[Record]) -> list[Result]:
+        parsed = [self._parse(record) for record in records]
+        task_ids = {p.task_id for p in parsed if isinstance(p, AnnotationEvent)}
+        states = {s.sample_id: s for s in self.catalog.states(task_ids)} if task_ids else {}
+        return [
+            self._decide(record, p, states.get(p.task_id)) if isinstance(p, AnnotationEvent) else p
+            for record, p in zip(records, parsed, strict=True)
+        ]
+
+    def _parse(self, record: Record) -> AnnotationEvent | list[Output]:
+        rules = self.settings.validation
+        if len(record.value) > rules.max_payload_bytes:
+            parsed = parse_raw(record.value, rules)  # reports the size, no parsing
+        else:
+            parsed = parse_raw(unwrap(record.value), rules)
+        if isinstance(parsed, list):
+            return [quarantine(record, STAGE.name, parsed)]
+        return parsed
+
+    def _decide(
+        self, record: Record, event: AnnotationEvent, state: SampleState | None
+    ) -> list[Output]:
+        settings = self.settings
+        reasons = validate_event(
+            event,
+            settings.taxonomy,
+            settings.validation,
+            last_revision=state.revision if state else None,
         )
-        return []
-    return [Output(Topic.VALID, event, key=event.task_id)]
+        if reasons:
+            return [quarantine(record, STAGE.name, reasons, event)]
+        if state and state.revision == event.revision and state.deleted == event.removes_sample:
+            # Already in the catalog exactly so: a repeated webhook or a re-ingested file.
+            log.debug("revision already committed", extra={"task_id": event.task_id})
+            return []
+        if not event.removes_sample and event.status not in settings.accepted_statuses:
+            log.info(
+                "revision not accepted yet",
+                extra={
+                    "task_id": event.task_id,
+                    "revision": event.revision,
+                    "status": event.status,
+                },
+            )
+            return []
+        return [Output(Topic.VALID, event, key=event.task_id)]
+
+    def close(self) -> None:
+        self.catalog.close()
 
 
 STAGE = Stage(
     name="validate",
     inputs=(Topic.RAW,),
     outputs=(Topic.VALID, Topic.QUARANTINE),
-    process=process,
+    setup=Validator,
 )

@@ -8,7 +8,8 @@ from confluent_kafka.admin import NewTopic
 
 from labelflow.config import Settings
 from labelflow.kafka.clients import admin_client
-from labelflow.kafka.topics import PIPELINE_TOPICS, Topic, ensure_topics, resolve
+from labelflow.kafka.ensure import ensure_topics
+from labelflow.kafka.topics import PIPELINE_TOPICS, Topic, resolve
 
 
 def test_ensure_twice_creates_once_and_then_changes_nothing(kafka_settings: Settings) -> None:

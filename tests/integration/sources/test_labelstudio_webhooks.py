@@ -25,7 +25,8 @@ from labelflow.catalog.store import Catalog
 from labelflow.config import Settings
 from labelflow.events import decode
 from labelflow.kafka.clients import admin_client, consumer
-from labelflow.kafka.topics import Topic, declared_topics, ensure_topics, resolve, topic_name
+from labelflow.kafka.ensure import ensure_topics
+from labelflow.kafka.topics import Topic, declared_topics, resolve, topic_name
 from labelflow.model import AnnotationEvent, Status
 from labelflow.sources.publish import HintPublisher
 from labelstudio_support import TOKEN, FakeLabelStudio, fake_labelstudio

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from labelflow.config import Settings
-from labelflow.kafka.topics import PIPELINE_TOPICS, Topic, diff_topic, resolve
+from labelflow.kafka.ensure import diff_topic
+from labelflow.kafka.topics import PIPELINE_TOPICS, Topic, resolve
 
 
 def test_every_declared_topic_is_unique_and_prefixed() -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from labelflow.model import AnnotationEvent, Feature, ImageRef, Status, Taxonomy
+from labelflow.model import AnnotationEvent, Feature, ImageRef, Reason, Status, Taxonomy
 from labelflow.quality.annotations import (
     Code,
     ValidationRules,
-    Violation,
     parse_raw,
     validate_event,
 )
@@ -83,7 +82,7 @@ def test_parse_raw_round_trips_a_valid_event() -> None:
 def test_parse_raw_reports_every_pydantic_error_with_its_field() -> None:
     result = parse_raw(b'{"source": "s", "task_id": "t", "revision": -2, "status": "lost"}')
     assert isinstance(result, list)
-    assert all(isinstance(v, Violation) for v in result)
+    assert all(isinstance(v, Reason) for v in result)
     assert {(v.code, v.message.split(":")[0]) for v in result} == {
         ("schema.out_of_range", "revision"),
         ("schema.unknown_value", "status"),
