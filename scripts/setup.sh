@@ -3,12 +3,23 @@
 # PostgreSQL) from the distribution's packages when missing, then a virtual environment in
 # .venv with labelflow and its dev tools. Safe to run again: it only does what is missing.
 #
-#   bash scripts/setup.sh [--with-postgres]
+# With --with-labelstudio it also installs Label Studio (for the integration tests against a
+# real server) into its own virtual environment, cached per user so later runs reuse it:
+# its pinned dependencies conflict with labelflow's, so it never shares .venv.
+#
+#   bash scripts/setup.sh [--with-postgres] [--with-labelstudio]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_postgres=0
-[ "${1:-}" = "--with-postgres" ] && with_postgres=1
+with_labelstudio=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-postgres) with_postgres=1 ;;
+    --with-labelstudio) with_labelstudio=1 ;;
+    *) printf 'unknown option: %s\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -55,4 +66,25 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+
+# Label Studio in ~/.cache/labelflow/label-studio-<version>/venv (the path the tests look in;
+# LABELFLOW_LABELSTUDIO_VERSION picks another release). The stamp file is written last, so an
+# install cut short is redone rather than half-used.
+if [ "$with_labelstudio" = 1 ]; then
+  ls_version="${LABELFLOW_LABELSTUDIO_VERSION:-1.23.2}"
+  ls_home="${XDG_CACHE_HOME:-$HOME/.cache}/labelflow/label-studio-$ls_version"
+  if [ -f "$ls_home/venv/.installed" ]; then
+    say "Label Studio $ls_version already installed in $ls_home/venv"
+  else
+    say "Installing Label Studio $ls_version into $ls_home/venv (a few minutes, once)"
+    rm -rf "$ls_home/venv"
+    mkdir -p "$ls_home"
+    python3 -m venv "$ls_home/venv"
+    "$ls_home/venv/bin/python" -m pip install -q --upgrade pip
+    "$ls_home/venv/bin/python" -m pip install -q "label-studio==$ls_version"
+    # Import it rather than run `label-studio --version`, which migrates a database in ~.
+    "$ls_home/venv/bin/python" -c 'import label_studio' >/dev/null
+    touch "$ls_home/venv/.installed"
+  fi
 fi

@@ -91,3 +91,47 @@ def fake_labelstudio() -> Iterator[type[FakeLabelStudio]]:
         handler.release.set()
         httpd.shutdown()
         httpd.server_close()
+
+
+def encode_brush(mask: Any) -> list[int]:
+    """A boolean ``(height, width)`` mask as Label Studio's brush RLE (RGBA, alpha 255 where
+    painted): an independent encoder of the format, so tests can make brushes."""
+    import numpy as np
+
+    rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    rgba[mask] = (255, 0, 0, 255)
+    values = rgba.ravel().tolist()
+    classes = (3, 4, 8, 16)  # bits of each run length class
+    bits: list[str] = [f"{len(values):032b}", f"{8 - 1:05b}"]
+    bits += [f"{c - 1:04b}" for c in classes]
+
+    def chunk(is_run: bool, length: int) -> None:
+        index = next(i for i, c in enumerate(classes) if length - 1 < 2**c)
+        bits.append(f"{int(is_run)}{index:02b}{length - 1:0{classes[index]}b}")
+
+    i, literal = 0, []
+    while i < len(values):
+        j = i
+        while j < len(values) and values[j] == values[i] and j - i < 2**16:
+            j += 1
+        if j - i >= 3:
+            if literal:
+                chunk(False, len(literal))
+                bits.extend(f"{v:08b}" for v in literal)
+                literal = []
+            chunk(True, j - i)
+            bits.append(f"{values[i]:08b}")
+            i = j
+        else:
+            literal.append(values[i])
+            i += 1
+            if len(literal) == 2**16:
+                chunk(False, len(literal))
+                bits.extend(f"{v:08b}" for v in literal)
+                literal = []
+    if literal:
+        chunk(False, len(literal))
+        bits.extend(f"{v:08b}" for v in literal)
+    stream = "".join(bits)
+    stream += "0" * (-len(stream) % 8)
+    return [int(stream[k : k + 8], 2) for k in range(0, len(stream), 8)]

@@ -27,6 +27,7 @@ from pydantic_settings import (
 from labelflow.model import Status, Taxonomy
 from labelflow.quality.annotations import ValidationRules
 from labelflow.quality.samples import SampleRules
+from labelflow.sources.labelstudio import LabelStudioOptions
 
 DEFAULT_CONFIG_FILE = "labelflow.toml"
 
@@ -126,6 +127,26 @@ class Settings(BaseSettings):
         description="Shared secret Label Studio sends with its webhooks; without it the "
         "webhook endpoint is off.",
     )
+    labelstudio_project: int | None = Field(
+        None,
+        description="The Label Studio project labelflow follows: backfilled on first start, "
+        "then polled (labelflow source add labelstudio sets it).",
+    )
+    labelstudio_mapping: LabelStudioOptions = Field(
+        default_factory=LabelStudioOptions,
+        description="Which task data keys hold the image, a stable id and georeference.",
+    )
+    labelstudio_read_original: bool = Field(
+        False,
+        description="Read chips from the GeoTIFF/COG named by the task data (scene + window) "
+        "instead of the image Label Studio displayed; their sizes must agree.",
+    )
+    labelstudio_poll_interval_s: float = Field(
+        5.0, gt=0, description="How often the project is polled for tasks changed since."
+    )
+    labelstudio_page_size: int = Field(
+        100, ge=1, le=1000, description="Tasks per page when listing a project."
+    )
 
     # --- Storage -----------------------------------------------------------------------
     catalog_url: str | None = Field(
@@ -179,6 +200,7 @@ class Settings(BaseSettings):
                 "validation",
                 "sample_rules",
                 "max_chip_size",
+                "labelstudio_read_original",
             },
         )
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]

@@ -61,12 +61,13 @@ class ImageRef(BaseModel):
     ``provider`` picks the imagery provider: ``geotiff`` (``uri`` is a path or URL to a
     GeoTIFF/COG), ``xyz`` (``uri`` is a ``{z}/{x}/{y}`` template), ``synthetic`` (``uri`` is
     a scene id the synthetic provider renders deterministically), ``labelstudio`` (``uri`` is
-    the image as Label Studio serves it to the annotator: ``/data/…``, a URL or a cloud URI). ``bounds`` is the chip's
-    extent ``(minx, miny, maxx, maxy)`` in ``bounds_crs`` (the image's CRS if unset); without
-    bounds the chip is the whole image. ``width``/``height`` are the chip's pixel size when the
-    source knows it (Label Studio does), used to scale pixel coordinates. ``scene_uri`` and
-    ``window`` say where an image cut from a larger GeoTIFF/COG came from: the scene and the
-    pixel window ``(col_off, row_off, width, height)`` in it, which georeference the chip.
+    the image as Label Studio serves it to the annotator: ``/data/…``, a URL, a presign path).
+    ``bounds`` is the chip's extent ``(minx, miny, maxx, maxy)`` in ``bounds_crs`` (the
+    image's CRS if unset); without bounds the chip is the whole image. ``width``/``height``
+    are the chip's pixel size when the source knows it (Label Studio does), used to scale
+    pixel coordinates. ``scene_uri`` and ``window`` say where an image cut from a larger
+    GeoTIFF/COG came from: the scene and the pixel window ``(col_off, row_off, width,
+    height)`` in it, which georeference the chip.
     """
 
     model_config = ConfigDict(frozen=True)

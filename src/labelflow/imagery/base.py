@@ -3,16 +3,20 @@ an :class:`ImageryError` that says whether trying again later can help.
 
 Codes are stable (they end up in dead-letter headers and dashboards):
 
-========================  =========  ==================================================
-code                      transient  meaning
-========================  =========  ==================================================
-``imagery.timeout``       yes        the source did not answer in time
-``imagery.unavailable``   yes        the source answered 5xx / could not be reached
-``imagery.missing``       no         404, no such file
-``imagery.corrupt``       no         the bytes are not an image we can decode
-``imagery.crs_invalid``   no         a CRS is unknown, absent, or cannot be transformed
-``imagery.out_of_bounds`` no         the requested bounds do not intersect the image
-========================  =========  ==================================================
+==========================  =========  ==================================================
+code                        transient  meaning
+==========================  =========  ==================================================
+``imagery.timeout``         yes        the source did not answer in time
+``imagery.unavailable``     yes        the source answered 5xx / could not be reached
+``imagery.missing``         no         404, no such file
+``imagery.corrupt``         no         the bytes are not an image we can decode
+``imagery.crs_invalid``     no         a CRS is unknown, absent, or cannot be transformed
+``imagery.out_of_bounds``   no         the requested bounds do not intersect the image
+``imagery.size_mismatch``   no         the image is not the size its labels were drawn on
+``imagery.unauthorized``    no         the image server refused the credentials (401/403)
+``imagery.refused``         no         any other 4xx, or more redirects than allowed
+``imagery.not_configured``  no         a path on a server whose URL is not configured
+==========================  =========  ==================================================
 """
 
 from __future__ import annotations
@@ -67,6 +71,22 @@ class ImageryCrsInvalid(ImageryError):
 
 class ImageryOutOfBounds(ImageryError):
     code = "imagery.out_of_bounds"
+
+
+class ImagerySizeMismatch(ImageryError):
+    code = "imagery.size_mismatch"
+
+
+class ImageryUnauthorized(ImageryError):
+    code = "imagery.unauthorized"
+
+
+class ImageryRefused(ImageryError):
+    code = "imagery.refused"
+
+
+class ImageryNotConfigured(ImageryError):
+    code = "imagery.not_configured"
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,6 +13,7 @@ showed, so its origin must not move. Bounds entirely outside are ``imagery.out_o
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import rasterio
@@ -46,6 +47,16 @@ PADDING_NODATA = 0
 """Fill value for bounds past the edge of an image that declares no nodata value."""
 
 
+@dataclass(frozen=True)
+class SceneInfo:
+    """What a GeoTIFF says about itself without reading pixels."""
+
+    crs: str | None
+    transform: Affine
+    width: int
+    height: int
+
+
 class GeoTiffProvider:
     """Reads chips from GeoTIFFs. ``http_timeout_s`` bounds each HTTP request GDAL makes."""
 
@@ -69,32 +80,45 @@ class GeoTiffProvider:
         *,
         bounds: tuple[float, float, float, float] | None = None,
         bounds_crs: str | None = None,
+        window: Window | None = None,
     ) -> Chip:
-        """The chip of ``uri`` covering ``bounds`` (in ``bounds_crs``; default the image's)."""
-        env = rasterio.Env(
+        """The chip of ``uri`` covering ``bounds`` (in ``bounds_crs``; default the image's),
+        or the pixel ``window``, or the whole image."""
+        try:
+            with self._env(), rasterio.open(uri) as src:
+                if window is None and bounds is not None:
+                    window = _window_for(src, bounds, bounds_crs)
+                return self._read_window(src, window or Window(0, 0, src.width, src.height))
+        except RasterioIOError as exc:
+            raise _classify(uri, exc) from exc
+
+    def metadata(self, uri: str) -> SceneInfo:
+        """CRS, transform and size of ``uri``, reading no pixels."""
+        try:
+            with self._env(), rasterio.open(uri) as src:
+                return SceneInfo(crs_string(src.crs), src.transform, src.width, src.height)
+        except RasterioIOError as exc:
+            raise _classify(uri, exc) from exc
+
+    def _env(self) -> rasterio.Env:
+        return rasterio.Env(
             GDAL_HTTP_TIMEOUT=max(1, math.ceil(self.http_timeout_s)),
             # Retries belong to the stage runner (retry topics), not inside one read.
             GDAL_HTTP_MAX_RETRY=0,
             # Listing a remote directory to look for sidecar files costs a request per read.
             GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",
         )
-        try:
-            with env, rasterio.open(uri) as src:
-                return self._read_window(src, bounds, bounds_crs)
-        except RasterioIOError as exc:
-            raise _classify(uri, exc) from exc
 
-    def _read_window(
-        self,
-        src: DatasetReader,
-        bounds: tuple[float, float, float, float] | None,
-        bounds_crs: str | None,
-    ) -> Chip:
-        window = (
-            Window(0, 0, src.width, src.height)
-            if bounds is None
-            else _window_for(src, bounds, bounds_crs)
-        )
+    def _read_window(self, src: DatasetReader, window: Window) -> Chip:
+        if (
+            window.width <= 0
+            or window.height <= 0
+            or window.col_off >= src.width
+            or window.row_off >= src.height
+            or window.col_off + window.width <= 0
+            or window.row_off + window.height <= 0
+        ):
+            raise ImageryOutOfBounds(f"window {window} does not intersect {src.name}")
         width, height = int(window.width), int(window.height)
         scale = max(width, height) / self.max_size
         out_w, out_h = width, height

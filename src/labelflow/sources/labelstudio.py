@@ -13,6 +13,7 @@ image's ``original_width``/``original_height``; events carry pixels.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from labelflow.errors import LabelflowError
 from labelflow.events import register
 from labelflow.model import AnnotationEvent, CoordSpace, Feature, ImageRef, Status
 from labelflow.sources.base import SourceFormatError, parse_time, polygon, revision_of
+from labelflow.sources.labelstudio_brush import brush_mask, mask_to_geometry
 from labelflow.stage import PermanentError, TransientError
 
 SOURCE = "labelstudio"
@@ -33,11 +35,13 @@ SOURCE = "labelstudio"
 WebhookAction = Literal[
     "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "TASKS_DELETED"
 ]
+CLOUD_SCHEMES = ("s3://", "gs://", "gcs://", "azure-blob://")
+"""Storage URIs Label Studio resolves through its presign endpoint (the API returns them
+resolved unless a task was imported raw; exports keep them raw)."""
+
 HANDLED_ACTIONS: tuple[str, ...] = WebhookAction.__args__  # type: ignore[attr-defined]
 IGNORED_ACTIONS = ("TASKS_CREATED", "PROJECT_CREATED", "PROJECT_UPDATED", "PROJECT_DELETED")
 """A new task has no annotation yet and project edits change no label: nothing to fetch."""
-
-_SHAPE_TYPES = ("polygonlabels", "rectanglelabels")
 
 
 class LabelStudioOptions(BaseModel):
@@ -51,8 +55,19 @@ class LabelStudioOptions(BaseModel):
     """Key of a stable id in task ``data``. Label Studio reuses integer ids after deletions
     on SQLite, so ``<project>:<id>`` alone could attach a new task's labels to an old sample;
     when the importer puts its own id in the data, that id is the task id instead."""
-    provider: Literal["geotiff", "xyz", "synthetic"] = "geotiff"
-    """Imagery provider unless the task data names one under ``provider``."""
+    provider: Literal["auto", "labelstudio", "geotiff", "xyz", "synthetic"] = "auto"
+    """Imagery provider unless the task data names one under ``provider``. ``auto``: a local
+    file path is a GeoTIFF, anything else (``/data/…``, a URL, a cloud URI) is the image as
+    Label Studio serves it to the annotator (``labelstudio``)."""
+    crs_key: str = "crs"
+    """Task data key of the CRS the image's ``bounds`` are in (georeference, optional)."""
+    bounds_key: str = "bounds"
+    """Task data key of the image's extent ``[minx, miny, maxx, maxy]`` in that CRS."""
+    scene_key: str = "scene_uri"
+    """Task data key of the original GeoTIFF/COG the displayed image was cut from."""
+    window_key: str = "window"
+    """Task data key of the pixel window ``[col_off, row_off, width, height]`` of the
+    displayed image in that scene."""
 
 
 @register("labelflow.task-changed", 1)
@@ -95,13 +110,19 @@ def task_to_event(
 ) -> AnnotationEvent:
     """The current revision of one task (export item or ``GET /api/tasks/{id}`` body).
 
-    Which annotation counts: the most recently updated one that was not a skip. A task whose
-    every annotation is a skip is SKIPPED; a task without annotations (all deleted) is DELETED,
-    so its sample goes away.
+    Which annotation counts (:func:`choose_annotation`): a ground-truth one if any, else the
+    latest one that was not a skip. A task whose every annotation is a skip is SKIPPED; a
+    task without annotations (all deleted) is DELETED, so its sample goes away.
 
     Revision: the later of the task's and the annotation's ``updated_at`` in microseconds.
-    Label Studio bumps a task's ``updated_at`` whenever one of its annotations is saved or
-    deleted, so the revision grows with every change and stays equal for an unchanged task.
+    Label Studio bumps a task's ``updated_at`` whenever one of its annotations is saved,
+    skipped or deleted, so the revision grows with every change and stays equal for an
+    unchanged task.
+
+    A region that cannot become mask pixels never vanishes silently: a region without a
+    label, an undecodable brush or a rotated image raise :class:`SourceFormatError` with its
+    own code; region types with no area (keypoints) or not converted (ellipses) are kept with
+    their Label Studio type as geometry type, and validate quarantines them.
     """
     options = options or LabelStudioOptions()
     if not isinstance(task, dict) or "id" not in task:
@@ -116,14 +137,33 @@ def task_to_event(
         ) from exc
 
 
+def choose_annotation(annotations: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, Status]:
+    """The annotation a task's sample is made from, and the status that follows.
+
+    The rule, for tasks that several annotators labelled:
+
+    1. skips (``was_cancelled``) never count while any annotation is not a skip;
+    2. among the rest, one marked ``ground_truth`` wins over any that is not;
+    3. among equals, the most recently updated wins (ties: the higher id).
+
+    All skips: the latest skip, SKIPPED. No annotation at all: None, DELETED.
+    """
+    kept = [a for a in annotations if not a.get("was_cancelled")]
+    if kept:
+        return max(kept, key=lambda a: (bool(a.get("ground_truth")), *_annotation_order(a))), (
+            Status.SUBMITTED
+        )
+    if annotations:
+        return max(annotations, key=_annotation_order), Status.SKIPPED
+    return None, Status.DELETED
+
+
 def _task_to_event(
     task: dict[str, Any], options: LabelStudioOptions, project: int | None
 ) -> AnnotationEvent:
     annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
-    kept = [a for a in annotations if not a.get("was_cancelled")]
+    chosen, status = choose_annotation(annotations)
     task_time = parse_time(task.get("updated_at"))
-    chosen = max(kept or annotations, key=_annotation_order, default=None)
-    status = Status.DELETED if chosen is None else Status.SUBMITTED if kept else Status.SKIPPED
     times = [t for t in (task_time, chosen and parse_time(chosen.get("updated_at"))) if t]
     updated = max(times) if times else None
     if updated is not None:
@@ -142,7 +182,7 @@ def _task_to_event(
         status=status,
         features=features,
         coordinates=CoordSpace.PIXEL,
-        image=_image_ref(task.get("data") or {}, results, options),
+        image=_image_ref(task, results, options),
         annotator=_annotator(chosen),
         created_at=created or datetime.fromtimestamp(0, UTC),
         updated_at=updated or datetime.fromtimestamp(0, UTC),
@@ -162,39 +202,81 @@ def _annotator(annotation: dict[str, Any] | None) -> str | None:
 
 
 def _image_ref(
-    data: dict[str, Any], results: list[dict[str, Any]], options: LabelStudioOptions
+    task: dict[str, Any], results: list[dict[str, Any]], options: LabelStudioOptions
 ) -> ImageRef | None:
+    data = task.get("data") or {}
     uri = data.get(options.image_key)
     if not uri:
         return None
-    sized = next((r for r in results if r.get("original_width")), {})
-    bounds = data.get("bounds")
+    uri = str(uri)
+    provider = data.get("provider") or _provider_for(uri, options)
+    if provider == "labelstudio" and uri.startswith(CLOUD_SCHEMES):
+        uri = presign_path(task["id"], uri)
+    sizes = {
+        (int(r["original_width"]), int(r["original_height"]))
+        for r in results
+        if r.get("original_width") and r.get("original_height")
+    }
+    if len(sizes) > 1:
+        raise SourceFormatError(
+            "labelstudio.image_size_inconsistent",
+            f"the regions were drawn on images of different sizes {sorted(sizes)}",
+        )
+    width, height = next(iter(sizes)) if sizes else (data.get("width"), data.get("height"))
+    bounds, window = data.get(options.bounds_key), data.get(options.window_key)
     return ImageRef(
-        provider=data.get("provider") or options.provider,
-        uri=str(uri),
+        provider=provider,
+        uri=uri,
         scene_id=data.get("scene_id"),
         bounds=tuple(bounds) if bounds else None,
-        bounds_crs=data.get("crs"),
-        width=sized.get("original_width") or data.get("width"),
-        height=sized.get("original_height") or data.get("height"),
+        bounds_crs=data.get(options.crs_key),
+        width=width,
+        height=height,
+        scene_uri=data.get(options.scene_key),
+        window=tuple(window) if window else None,
     )
 
 
+def _provider_for(uri: str, options: LabelStudioOptions) -> str:
+    if options.provider != "auto":
+        return options.provider
+    served = uri.startswith("/data/") or "://" in uri
+    return "labelstudio" if served else "geotiff"
+
+
+def presign_path(task_id: int, uri: str) -> str:
+    """Where Label Studio serves a cloud storage object of a task: a redirect to a presigned
+    URL, or the bytes themselves (its editor loads the same path)."""
+    fileuri = base64.urlsafe_b64encode(uri.encode()).decode()
+    return f"/tasks/{int(task_id)}/presign/?fileuri={fileuri}"
+
+
 def _result_features(item: dict[str, Any]) -> list[Feature]:
-    """Features of one ``result`` item. Region types other than polygons and rectangles
-    (brush, ellipse, keypoint) are kept with their Label Studio type as geometry type, so the
-    validate stage quarantines them visibly instead of the labels silently vanishing;
-    non-region results (choices, text) carry no shape and are not features."""
+    """Features of one ``result`` item: polygons and rectangles (percent → pixels), brushes
+    (RLE → exact pixel polygons). Results that are not regions (choices, text) carry no
+    shape and are not features; region types we do not convert keep their Label Studio type
+    as geometry type, so validate quarantines them visibly."""
     kind = item.get("type", "")
     value = item.get("value") or {}
-    labels = value.get(kind) if kind.endswith("labels") else None
-    if not labels:
+    if not kind.endswith("labels"):
         return []
-    if kind in _SHAPE_TYPES:
-        w, h = float(item["original_width"]), float(item["original_height"])
-        geometry = (
-            _polygon_geometry(value, w, h) if kind == "polygonlabels" else _rectangle(value, w, h)
+    labels = value.get(kind)
+    if not labels:
+        raise SourceFormatError(
+            "labelstudio.region_unlabelled",
+            f"a {kind} region ({item.get('id')}) has no label: it cannot become mask pixels",
         )
+    if item.get("image_rotation"):
+        raise SourceFormatError(
+            "labelstudio.image_rotated",
+            f"region {item.get('id')} was drawn on the image rotated by "
+            f"{item['image_rotation']}°; its coordinates do not match the image's pixels",
+        )
+    if kind in _REGION_SHAPES:
+        w, h = float(item["original_width"]), float(item["original_height"])
+        geometry = _REGION_SHAPES[kind](value, w, h)
+    elif kind == "brushlabels":
+        geometry = _brush(item, value)
     else:
         geometry = {"type": f"labelstudio:{kind}"}
     return [
@@ -215,6 +297,19 @@ def _rectangle(value: dict[str, Any], w: float, h: float) -> dict[str, Any]:
     ux, uy = math.cos(theta), math.sin(theta)
     corners = [(0.0, 0.0), (rw, 0.0), (rw, rh), (0.0, rh)]
     return polygon([[(x + cx * ux - cy * uy, y + cx * uy + cy * ux) for cx, cy in corners]])
+
+
+_REGION_SHAPES = {"polygonlabels": _polygon_geometry, "rectanglelabels": _rectangle}
+
+
+def _brush(item: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
+    width, height = int(item["original_width"]), int(item["original_height"])
+    geometry = mask_to_geometry(brush_mask(value, width, height))
+    if geometry is None:
+        raise SourceFormatError(
+            "brush.empty", f"brush region {item.get('id')} paints no pixel ({width}x{height})"
+        )
+    return geometry
 
 
 def parse_export(
