@@ -32,6 +32,7 @@ from labelflow.config import Settings
 from labelflow.errors import BrokerError, SetupError
 from labelflow.kafka.clients import admin_client
 from labelflow.kafka.jars import ensure_jars
+from labelflow.shutdown import set_parent_death_signal
 
 MIN_JAVA = 17
 _MAIN_CLASS = "kafka.Kafka"
@@ -219,8 +220,12 @@ class LocalBroker:
         return BrokerStatus(pid is not None, pid, self.bootstrap, reachable, self.root)
 
     # --- up -----------------------------------------------------------------------------
-    def up(self) -> tuple[BrokerStatus, bool]:
-        """Start the broker unless it runs; wait until it serves. Returns (status, started)."""
+    def up(self, *, tie_to_parent: bool = False) -> tuple[BrokerStatus, bool]:
+        """Start the broker unless it runs; wait until it serves. Returns (status, started).
+
+        ``tie_to_parent``: the kernel stops the broker (SIGTERM) when this process dies, even
+        by ``kill -9``; for a broker that belongs to a ``demo`` or ``up``, not one started by
+        ``labelflow kafka up``, which must outlive the command."""
         if self.pid() is not None:
             return self.status(), False
         java = find_java()
@@ -235,7 +240,7 @@ class LocalBroker:
         libs = ensure_jars(self.settings.cache_dir, self.settings.kafka_version)
         self._write_config()
         self._format_if_needed(java, libs)
-        proc = self._spawn(java, libs)
+        proc = self._spawn(java, libs, tie_to_parent)
         self.pid_file.write_text(str(proc.pid))
         self._wait_ready(proc)
         return self.status(), True
@@ -267,6 +272,9 @@ class LocalBroker:
             # Without this a new group waits 3 s before its first assignment.
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
+            # A worker that died mid-transaction holds back read_committed readers until its
+            # transaction is aborted; the default check runs every 10 s on top of the timeout.
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
             "num.partitions": str(s.topic_partitions),
             "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
         }
@@ -292,7 +300,7 @@ class LocalBroker:
                 hint=f"if the folder holds data from another cluster, remove {self.root}",
             )
 
-    def _spawn(self, java: str, libs: Path) -> subprocess.Popen[bytes]:
+    def _spawn(self, java: str, libs: Path, tie_to_parent: bool) -> subprocess.Popen[bytes]:
         cmd = [
             java, *self.settings.kafka_heap.split(), "-XX:+UseG1GC",
             "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
@@ -304,6 +312,7 @@ class LocalBroker:
             return subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=self.root, start_new_session=True,
+                preexec_fn=set_parent_death_signal if tie_to_parent else None,
             )  # fmt: skip
 
     def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
@@ -346,12 +355,13 @@ class LocalBroker:
         return "\n".join(parts) or "(the broker wrote no log)"
 
     # --- down ---------------------------------------------------------------------------
-    def down(self) -> str:
-        """Stop gracefully (SIGTERM), killing after the stop timeout. Returns what happened."""
+    def down(self, *, force: bool = False) -> str:
+        """Stop gracefully (SIGTERM), killing after the stop timeout, or at once with
+        ``force`` (Kafka recovers its logs on the next start). Returns what happened."""
         pid = self.pid()
         if pid is None:
             return "not running"
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
         if _wait_until(lambda: not _pid_alive(pid), self.settings.kafka_stop_timeout_s, 0.1):
             outcome = "stopped"
         else:

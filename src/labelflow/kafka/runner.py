@@ -497,6 +497,14 @@ class Runner:
                 # Back-pressure: the producer's queue is full. Serve deliveries until there is
                 # room instead of buffering more in Python.
                 self._producer.poll(0.05)
+            except KafkaException as exc:
+                # Fatal here means the producer was fenced: the broker aborted this
+                # transaction (it outlived transaction_timeout_ms) and bumped the epoch.
+                raise FatalRuntimeError(
+                    f"{self.stage.name} worker {self.worker_id} can no longer produce: "
+                    f"{exc.args[0].str()}",
+                    hint="the open batch was aborted by the broker; a restart redoes it",
+                ) from None
 
     def _advance(self, where: Partition, offset: int) -> None:
         self._begin()

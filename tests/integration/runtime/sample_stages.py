@@ -2,7 +2,8 @@
 
 Behaviour is steered per key, so one input topic can mix records that succeed, fail
 transiently (``flaky*``: twice, then succeed; ``doomed*``: always) and fail permanently while a
-control file exists (``bad*``: removing the file is "fixing the cause").
+control file exists (``bad*``: removing the file is "fixing the cause"); ``stall*`` hangs
+once for ``LF_TEST_STALL_S`` while the control file ``stall`` exists.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from labelflow.stage import Output, PermanentError, Record, Stage, TransientErro
 
 CONTROL_DIR = Path(os.environ.get("LF_TEST_CONTROL_DIR", "."))
 DELAY_S = float(os.environ.get("LF_TEST_DELAY_MS", "0")) / 1000
+STALL_S = float(os.environ.get("LF_TEST_STALL_S", "0"))
 
 
 @register("test.item", 1)
@@ -35,6 +37,10 @@ def _step(mark: str, output: str) -> Callable[[Record], Iterator[Output]]:
         assert isinstance(item, Item)
         if DELAY_S:
             time.sleep(DELAY_S)
+        stall = CONTROL_DIR / "stall"
+        if item.key.startswith("stall") and stall.exists():
+            stall.unlink()  # once: the redo after the broker's abort goes through
+            time.sleep(STALL_S)
         if item.key.startswith("flaky") and record.attempt < 2:
             raise TransientError("test.flaky", f"{item.key} fails on attempt {record.attempt}")
         if item.key.startswith("doomed"):
