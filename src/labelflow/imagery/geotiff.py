@@ -8,18 +8,34 @@ is read decimated, which GDAL serves from the overviews when the file has them.
 Bounds that reach past the image's edge still give a chip of exactly those bounds, the part
 outside filled with nodata: pixel-space labels are drawn on the chip the labelling tool
 showed, so its origin must not move. Bounds entirely outside are ``imagery.out_of_bounds``.
+
+An alpha band or a GDAL mask (a COG's internal mask, a ``.msk`` sidecar) says which pixels
+have data; it is not data. The alpha band is left out of the chip's pixels, and pixels the
+mask marks invalid are set to the chip's nodata value (the image's, else the padding fill),
+so sample QC counts them as nodata. A real pixel whose every band equals that fill reads as
+nodata too, as it already does for padding.
+
+A provider is safe to share between threads. Each thread keeps its own few datasets open
+(rasterio datasets are not thread-safe), so a worker cutting many chips from one COG opens
+it once and GDAL's block cache serves tiles that neighbouring chips share; :meth:`close`
+closes them all.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import CRSError, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.warp import transform_bounds
@@ -44,7 +60,12 @@ _EDGE_EPS = 1e-6
 without a tolerance the window would grow by a pixel on a rounding error."""
 
 PADDING_NODATA = 0
-"""Fill value for bounds past the edge of an image that declares no nodata value."""
+"""Fill value for bounds past the edge of an image, or for pixels its mask marks invalid,
+when it declares no nodata value."""
+
+MAX_OPEN_PER_THREAD = 16
+"""Datasets each thread keeps open. Unbounded, a worker that sees thousands of scenes would
+run out of file descriptors (and hold each one's header and cached tiles)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +91,9 @@ class GeoTiffProvider:
         self.max_size = max_size
         self.http_timeout_s = http_timeout_s
         self.resampling = resampling
+        self._local = threading.local()
+        self._caches: list[tuple[threading.Thread, _OpenDatasets]] = []
+        self._caches_lock = threading.Lock()
 
     def read(self, ref: ImageRef) -> Chip:
         return self.read_path(ref.uri, bounds=ref.bounds, bounds_crs=ref.bounds_crs)
@@ -84,21 +108,52 @@ class GeoTiffProvider:
     ) -> Chip:
         """The chip of ``uri`` covering ``bounds`` (in ``bounds_crs``; default the image's),
         or the pixel ``window``, or the whole image."""
-        try:
-            with self._env(), rasterio.open(uri) as src:
-                if window is None and bounds is not None:
-                    window = _window_for(src, bounds, bounds_crs)
-                return self._read_window(src, window or Window(0, 0, src.width, src.height))
-        except RasterioIOError as exc:
-            raise _classify(uri, exc) from exc
+        with self._env(), self._dataset(uri) as src:
+            if window is None and bounds is not None:
+                window = _window_for(src, bounds, bounds_crs)
+            return self._read_window(src, window or Window(0, 0, src.width, src.height))
 
     def metadata(self, uri: str) -> SceneInfo:
         """CRS, transform and size of ``uri``, reading no pixels."""
+        with self._env(), self._dataset(uri) as src:
+            return SceneInfo(crs_string(src.crs), src.transform, src.width, src.height)
+
+    def close(self) -> None:
+        """Close every thread's open datasets; call it once no read is in flight."""
+        with self._caches_lock:
+            caches, self._caches = self._caches, []
+        for _, cache in caches:
+            cache.close()
+        self._local = threading.local()
+
+    @contextmanager
+    def _dataset(self, uri: str) -> Iterator[DatasetReader]:
+        """This thread's open dataset of ``uri``, classifying GDAL's failures; a dataset that
+        failed is closed, so the next read starts from a fresh open."""
+        cache = self._thread_cache()
         try:
-            with self._env(), rasterio.open(uri) as src:
-                return SceneInfo(crs_string(src.crs), src.transform, src.width, src.height)
+            yield cache.get(uri)
+        except ImageryError:
+            raise  # the request was at fault (bounds, CRS), not the dataset
         except RasterioIOError as exc:
+            cache.evict(uri)
             raise _classify(uri, exc) from exc
+        except BaseException:
+            cache.evict(uri)
+            raise
+
+    def _thread_cache(self) -> _OpenDatasets:
+        cache: _OpenDatasets | None = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = _OpenDatasets(MAX_OPEN_PER_THREAD)
+            with self._caches_lock:
+                # Threads that ended cannot use their datasets again: close them here.
+                for thread, old in self._caches:
+                    if not thread.is_alive():
+                        old.close()
+                self._caches = [(t, c) for t, c in self._caches if t.is_alive()]
+                self._caches.append((threading.current_thread(), cache))
+        return cache
 
     def _env(self) -> rasterio.Env:
         return rasterio.Env(
@@ -131,15 +186,76 @@ class GeoTiffProvider:
             and window.row_off + height <= src.height
         )
         nodata = src.nodata if src.nodata is not None or inside else PADDING_NODATA
+        bands = _data_bands(src)
         pixels = src.read(
+            bands,
             window=window,
-            out_shape=(src.count, out_h, out_w),
+            out_shape=(len(bands), out_h, out_w),
             resampling=self.resampling,
             boundless=not inside,
             fill_value=nodata,
         )
+        if MaskFlags.per_dataset in src.mask_flag_enums[bands[0] - 1]:  # alpha or GDAL mask
+            valid = src.dataset_mask(window=window, out_shape=(out_h, out_w), boundless=not inside)
+            if not valid.all():
+                nodata = PADDING_NODATA if nodata is None else nodata
+                pixels[:, valid == 0] = nodata
         transform = src.window_transform(window) @ Affine.scale(width / out_w, height / out_h)
         return Chip.from_array(pixels, crs=crs_string(src.crs), transform=transform, nodata=nodata)
+
+
+class _OpenDatasets:
+    """One thread's open datasets by URI, least recently used first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._open: OrderedDict[str, tuple[tuple[int, int, int] | None, DatasetReader]] = (
+            OrderedDict()
+        )
+
+    def get(self, uri: str) -> DatasetReader:
+        identity = _file_identity(uri)
+        entry = self._open.pop(uri, None)
+        if entry is not None and (entry[0] != identity or entry[1].closed):
+            entry[1].close()  # the file was replaced since: read the new one
+            entry = None
+        if entry is None:
+            entry = (identity, rasterio.open(uri))
+        self._open[uri] = entry
+        while len(self._open) > self.size:
+            _, (_, oldest) = self._open.popitem(last=False)
+            oldest.close()
+        return entry[1]
+
+    def evict(self, uri: str) -> None:
+        entry = self._open.pop(uri, None)
+        if entry is not None:
+            entry[1].close()
+
+    def close(self) -> None:
+        while self._open:
+            _, (_, src) = self._open.popitem()
+            src.close()
+
+
+def _file_identity(uri: str) -> tuple[int, int, int] | None:
+    """Inode, size and mtime of a local file — what tells it from a replacement written
+    under the same name (an atomic rename) — or None for a URL or an absent file."""
+    if "://" in uri:
+        return None
+    try:
+        stat = os.stat(uri)
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _data_bands(src: DatasetReader) -> list[int]:
+    """The 1-based indexes of the bands that are data: all but an alpha band."""
+    bands = [
+        i for i, ci in zip(src.indexes, src.colorinterp, strict=True) if ci != ColorInterp.alpha
+    ]
+    return bands or list(src.indexes)
 
 
 def _window_for(

@@ -15,6 +15,7 @@ source that labels the scene with that layout produces masks that match the pixe
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -111,11 +112,14 @@ def render_scene(scene: str, width: int, height: int) -> np.ndarray:
 
 
 class SyntheticProvider:
-    """Renders scenes into ``cache_dir`` (once per id and size) and reads them as GeoTIFFs."""
+    """Renders scenes into ``cache_dir`` (once per id and size) and reads them as GeoTIFFs.
+    Safe to share between threads."""
 
     def __init__(self, cache_dir: Path, *, max_size: int = DEFAULT_MAX_CHIP_SIZE) -> None:
         self.cache_dir = cache_dir
         self.geotiff = GeoTiffProvider(max_size=max_size)
+        self._rendering: dict[Path, threading.Lock] = {}
+        self._rendering_lock = threading.Lock()
 
     def scene_path(self, ref: ImageRef) -> Path:
         """The cached GeoTIFF of ``ref``'s scene, rendered first if absent."""
@@ -125,13 +129,23 @@ class SyntheticProvider:
             raise ImageryMissing(f"no synthetic scene {ref.uri!r} of {width}x{height}")
         name = hashlib.sha256(scene.encode()).hexdigest()[:24]
         path = self.cache_dir / f"{name}-{width}x{height}.tif"
-        if not path.exists():
-            pixels = render_scene(scene, width, height)
-            atomic_write(
-                path, encode_geotiff(pixels, crs=SCENE_CRS, transform=scene_transform(scene))
-            )
+        if path.exists():
+            return path
+        # Threads of one worker render a scene once; processes may each render it, and the
+        # atomic rename makes their identical files replace one another harmlessly.
+        with self._rendering_lock:
+            rendering = self._rendering.setdefault(path, threading.Lock())
+        with rendering:
+            if not path.exists():
+                pixels = render_scene(scene, width, height)
+                transform = scene_transform(scene)
+                atomic_write(path, encode_geotiff(pixels, crs=SCENE_CRS, transform=transform))
         return path
 
     def read(self, ref: ImageRef) -> Chip:
         path = self.scene_path(ref)
         return self.geotiff.read_path(str(path), bounds=ref.bounds, bounds_crs=ref.bounds_crs)
+
+    def close(self) -> None:
+        """Close the scenes kept open for reading."""
+        self.geotiff.close()

@@ -1,18 +1,23 @@
-"""Windowed GeoTIFF reads on real imagery, label reprojection, and classified failures."""
+"""Windowed GeoTIFF reads on real imagery, label reprojection, classified failures, alpha and
+masks as validity, and datasets kept open per thread."""
 
 from __future__ import annotations
 
 import functools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
+from rasterio.enums import ColorInterp
 from rasterio.warp import transform_bounds, transform_geom
 from rasterio.windows import Window
 
+from labelflow.imagery import geotiff
 from labelflow.imagery.base import ImageryError
 from labelflow.imagery.geotiff import GeoTiffProvider
 from labelflow.masks import rasterize_features
@@ -163,3 +168,139 @@ def test_http_404_is_missing_and_refused_connection_is_unavailable(tmp_path: Pat
     assert (missing.code, missing.transient) == ("imagery.missing", False)
     refused = _error(f"http://127.0.0.1:{free_port()}/scene.tif")
     assert (refused.code, refused.transient) == ("imagery.unavailable", True)
+
+
+def _write_rgb(path: Path, pixels: np.ndarray, **profile: object) -> None:
+    bands, height, width = pixels.shape
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        count=bands,
+        height=height,
+        width=width,
+        dtype=pixels.dtype.name,
+        crs="EPSG:3857",
+        transform=Affine(0.5, 0, 1000, 0, -0.5, 2000),
+        **profile,
+    ) as dst:
+        dst.write(pixels)
+        if bands == 4:
+            dst.colorinterp = [
+                ColorInterp.red,
+                ColorInterp.green,
+                ColorInterp.blue,
+                ColorInterp.alpha,
+            ]
+
+
+def _textured(bands: int, size: int = 64) -> np.ndarray:
+    return np.random.default_rng(4).integers(30, 220, (bands, size, size), dtype=np.uint8)
+
+
+def test_alpha_band_is_validity_not_data(tmp_path: Path) -> None:
+    rgba = _textured(4)
+    rgba[3] = 255
+    rgba[3, :, :16] = 0  # a quarter transparent
+    rgba[3, 0, 20] = 7  # partly transparent still has data
+    path = tmp_path / "rgba.tif"
+    _write_rgb(path, rgba)
+    chip = GeoTiffProvider().read(ImageRef(uri=str(path)))
+    assert chip.pixels.shape == (3, 64, 64), "the alpha band is not a band of the chip"
+    assert chip.nodata == 0
+    assert (chip.pixels[:, :, :16] == 0).all()
+    np.testing.assert_array_equal(chip.pixels[:, :, 16:], rgba[:3, :, 16:])
+    checks = {c.code: c for c in check_sample(chip, np.zeros((64, 64), np.uint8), SampleRules())}
+    assert checks["sample.nodata_fraction"].value == 0.25
+    assert checks["sample.blank"].passed and checks["sample.saturated"].passed
+
+
+def test_gdal_internal_mask_is_validity(tmp_path: Path) -> None:
+    pixels = _textured(3)
+    mask = np.full((64, 64), 255, np.uint8)
+    mask[40:] = 0
+    path = tmp_path / "masked.tif"
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        _write_rgb(path, pixels)
+        with rasterio.open(path, "r+") as dst:
+            dst.write_mask(mask)
+    chip = GeoTiffProvider().read(ImageRef(uri=str(path)))
+    assert chip.pixels.shape == (3, 64, 64) and chip.nodata == 0
+    assert (chip.pixels[:, 40:] == 0).all()
+    np.testing.assert_array_equal(chip.pixels[:, :40], pixels[:, :40])
+
+
+def test_fully_valid_mask_leaves_the_chip_as_read(imagery_dir: Path) -> None:
+    """cogeo.tif carries an internal mask that is valid everywhere."""
+    chip = GeoTiffProvider().read(ImageRef(uri=str(imagery_dir / "cogeo.tif")))
+    assert chip.nodata is None
+
+
+def test_a_thread_opens_each_scene_once(imagery_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = imagery_dir / "cogeo.tif"
+    refs = [
+        ImageRef(uri=str(path), bounds=_window_bounds(path, Window(col, 0, 256, 256)))
+        for col in range(0, 1024, 256)
+    ]
+    opened: list[str] = []
+    real_open = rasterio.open
+
+    def counting_open(uri: str, *args: object, **kwargs: object) -> object:
+        opened.append(uri)
+        return real_open(uri, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio, "open", counting_open)
+    provider = GeoTiffProvider()
+    for ref in refs:
+        provider.read(ref)
+    provider.metadata(str(path))
+    assert opened == [str(path)]
+    provider.close()
+    provider.read(refs[0])
+    assert len(opened) == 2, "close() closed it; the next read opens it again"
+
+
+def test_open_datasets_are_bounded_per_thread(tmp_path: Path) -> None:
+    provider = GeoTiffProvider()
+    paths = []
+    for i in range(geotiff.MAX_OPEN_PER_THREAD + 4):
+        paths.append(tmp_path / f"scene-{i}.tif")
+        _write_rgb(paths[-1], _textured(3, 8))
+        provider.read(ImageRef(uri=str(paths[-1])))
+    cache = provider._thread_cache()
+    assert len(cache._open) == geotiff.MAX_OPEN_PER_THREAD
+    assert str(paths[0]) not in cache._open and str(paths[-1]) in cache._open
+    provider.close()
+    assert cache._open == {}
+
+
+def test_a_scene_replaced_under_the_same_name_is_read_anew(tmp_path: Path) -> None:
+    provider = GeoTiffProvider()
+    path = tmp_path / "scene.tif"
+    _write_rgb(path, _textured(3, 16))
+    provider.read(ImageRef(uri=str(path)))
+    replacement = tmp_path / "new.tif"
+    _write_rgb(replacement, np.full((3, 16, 16), 99, np.uint8))
+    replacement.replace(path)
+    assert (provider.read(ImageRef(uri=str(path))).pixels == 99).all()
+    path.unlink()
+    with pytest.raises(ImageryError) as info:
+        provider.read(ImageRef(uri=str(path)))
+    assert info.value.code == "imagery.missing", "an open handle does not outlive the file"
+
+
+def test_threads_reading_one_scene_get_the_chips_a_single_thread_gets(
+    imagery_dir: Path,
+) -> None:
+    path = imagery_dir / "cogeo.tif"
+    refs = [
+        ImageRef(uri=str(path), bounds=_window_bounds(path, Window(c, r, 200, 200)))
+        for c in range(0, 800, 100)
+        for r in range(0, 800, 200)
+    ]
+    expected = [GeoTiffProvider().read(ref).content_hash for ref in refs]
+    provider = GeoTiffProvider()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        hashes = list(pool.map(lambda ref: provider.read(ref).content_hash, refs * 3))
+    assert hashes == expected * 3
+    provider.close()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 
+from labelflow.imagery import synthetic
 from labelflow.imagery.base import ImageryError
 from labelflow.imagery.synthetic import SyntheticProvider, scene_layout
 from labelflow.masks import rasterize_features
@@ -58,3 +60,32 @@ def test_absurd_scene_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ImageryError) as info:
         SyntheticProvider(tmp_path).read(REF.model_copy(update={"width": 100_000}))
     assert info.value.code == "imagery.missing"
+
+
+def test_threads_reading_a_new_scene_render_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renders: list[str] = []
+    real_render = synthetic.render_scene
+
+    def counting_render(scene: str, width: int, height: int) -> np.ndarray:
+        renders.append(scene)
+        return real_render(scene, width, height)
+
+    monkeypatch.setattr(synthetic, "render_scene", counting_render)
+    provider = SyntheticProvider(tmp_path)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        hashes = set(pool.map(lambda _: provider.read(REF).content_hash, range(16)))
+    provider.close()
+    assert renders == ["demo-1"] and len(hashes) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [provider.scene_path(REF).name]
+
+
+def test_scenes_written_by_two_processes_at_once_stay_whole(tmp_path: Path) -> None:
+    """Two providers (as two workers would) racing on one cache: each renames a whole file."""
+    first, second = SyntheticProvider(tmp_path), SyntheticProvider(tmp_path)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        paths = list(pool.map(lambda p: p.scene_path(REF), [first, second]))
+    assert paths[0] == paths[1]
+    assert first.read(REF).content_hash == second.read(REF).content_hash
+    assert not list(tmp_path.glob(".*.tmp"))
