@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from confluent_kafka import Consumer, Message
 
 from labelflow.config import Settings
 from labelflow.model import CheckResult, Feature, Lineage, SampleVersion
+
+
+def missing_prerequisite(reason: str) -> NoReturn:
+    """Skip a test whose service or shared data is absent — but fail it under CI (``CI=true``):
+    a green CI run must mean the real services were exercised, not skipped."""
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"prerequisite missing under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def free_port() -> int:

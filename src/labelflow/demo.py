@@ -30,6 +30,7 @@ from labelflow.kafka.topics import Topic, topic_name
 from labelflow.model import Quarantined
 from labelflow.quality.annotations import parse_raw
 from labelflow.service import LocalPipeline
+from labelflow.shutdown import ForcedStop, stop_on_signals
 from labelflow.sources.publish import RawPublisher
 from labelflow.sources.synthetic import SyntheticConfig, SyntheticHistory, generate
 from labelflow.stages import PIPELINE_STAGES
@@ -186,11 +187,39 @@ class Dashboard:
 
 
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict:
-    """Run the demo until its history is delivered and drained, or Ctrl-C; return the summary."""
-    started = time.monotonic()
+    """Run the demo until its history is delivered and drained, or stopped; return the summary.
+
+    The first Ctrl-C, SIGTERM or SIGHUP (a closed terminal) stops it in order; a second stops
+    it at once. Either way the workers and the broker it started are stopped: a demo must
+    never leave processes behind that the next one would share consumer groups with.
+    """
+    stop = threading.Event()
     pipeline = LocalPipeline(settings, dict.fromkeys(PIPELINE_STAGES, options.workers_per_stage))
-    pipeline.start(console)
+    forced = False
+    with stop_on_signals(stop.set):
+        pipeline.start(console)  # on a failure it stops what it started
+        try:
+            return _run(settings, options, console, pipeline, stop)
+        except ForcedStop:
+            forced = True
+            raise
+        finally:
+            pipeline.close(console, force=forced)
+
+
+def _run(
+    settings: Settings,
+    options: DemoOptions,
+    console: Console,
+    pipeline: LocalPipeline,
+    stop: threading.Event,
+) -> dict:
+    started = time.monotonic()
     catalog, supervisor = pipeline.catalog, pipeline.supervisor
+
+    def wait(seconds: float) -> None:
+        if stop.wait(seconds):
+            raise KeyboardInterrupt
 
     seed = options.seed if options.seed is not None else int(time.time())
     tasks = max(10, int(options.rate_per_s * options.duration_s / DELIVERIES_PER_TASK))
@@ -229,7 +258,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
             for delivery in history.deliveries:
                 while time.monotonic() - pipeline_start < delivery.at_s:
                     dashboard.refresh()
-                    time.sleep(0.05)
+                    wait(0.05)
                 publisher.publish_raw(delivery.task_id, delivery.value)
                 sent_at.setdefault((delivery.task_id, _revision_of(delivery.value)), time.time())
                 progress.published += 1
@@ -237,8 +266,10 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
             deadline = time.monotonic() + DRAIN_TIMEOUT_S
             while time.monotonic() < deadline and not progress.converged:
                 dashboard.refresh()
-                time.sleep(0.25)
+                wait(0.25)
             dashboard.refresh(force=True)
+    except ForcedStop:
+        raise
     except KeyboardInterrupt:
         interrupted = True
         console.print("[yellow]Interrupted: stopping the workers…[/]")
@@ -268,7 +299,6 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
         "interrupted": interrupted,
         "total_s": round(time.monotonic() - started, 1),
     }
-    pipeline.close(console)
     return summary
 
 

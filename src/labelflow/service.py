@@ -3,7 +3,7 @@
 :class:`LocalPipeline` is the part both need: the broker (unless an external cluster is
 configured), the declared topics, the migrated catalog and the supervised stage workers, and
 stopping them again in the reverse order. :func:`serve` adds the API server and keeps it all
-running until SIGTERM or Ctrl-C.
+running until SIGTERM, SIGHUP or Ctrl-C; a second one stops everything at once.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from labelflow.kafka.broker import LocalBroker
 from labelflow.kafka.clients import admin_client
 from labelflow.kafka.ensure import ensure_topics
 from labelflow.kafka.topics import declared_topics, resolve
-from labelflow.shutdown import stop_on_signals
+from labelflow.shutdown import ForcedStop, stop_on_signals
 from labelflow.stages import PIPELINE_STAGES
 from labelflow.supervisor import Supervisor
 
@@ -67,7 +67,8 @@ class LocalPipeline:
             if settings.uses_local_broker:
                 broker = LocalBroker(settings)
                 with console.status("Starting Kafka (the first run fetches its jars with Maven)…"):
-                    _, started = broker.up()
+                    # Tied to this process: a killed demo or ``up`` leaves no broker behind.
+                    _, started = broker.up(tie_to_parent=True)
                 self._broker = broker if started else None
             # 2.
             topics = resolve(declared_topics(settings), settings)
@@ -102,20 +103,27 @@ class LocalPipeline:
             raise RuntimeError("the pipeline is not started")
         return self._supervisor
 
-    def stop_workers(self) -> dict[str, int | None]:
-        """Stop every worker gracefully (once); their exit codes by worker id."""
+    def stop_workers(self, *, force: bool = False) -> dict[str, int | None]:
+        """Stop every worker gracefully, or kill them with ``force`` (once); their exit codes
+        by worker id."""
         if self._exit_codes is None:
-            self._exit_codes = self._supervisor.stop() if self._supervisor else {}
+            supervisor = self._supervisor
+            if supervisor is None:
+                self._exit_codes = {}
+            else:
+                self._exit_codes = supervisor.kill() if force else supervisor.stop()
         return self._exit_codes
 
-    def close(self, console: Console) -> None:
-        """Stop the workers, close the catalog and stop the broker if this started it."""
-        self.stop_workers()
+    def close(self, console: Console, *, force: bool = False) -> None:
+        """Stop the workers, close the catalog and stop the broker if this started it; with
+        ``force`` (a second Ctrl-C) nothing waits for a graceful stop. Safe to call twice."""
+        self.stop_workers(force=force)
         if self._catalog is not None:
             self._catalog.close()
+            self._catalog = None
         if self._broker is not None:
             with console.status("Stopping the Kafka broker labelflow started…"):
-                self._broker.down()
+                self._broker.down(force=force)
             self._broker = None
 
 
@@ -145,6 +153,7 @@ def serve(
     pipeline = LocalPipeline(settings, up_stages(settings, workers))
     with stop_on_signals(stop.set), closing(listener):
         pipeline.start(console)  # on a failure it stops what it started
+        forced = False
         try:
             app = create_app(settings, pipeline.catalog)
             server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
@@ -163,8 +172,11 @@ def serve(
             finally:
                 server.should_exit = True
                 api.join(API_STOP_TIMEOUT_S)
+        except ForcedStop:
+            forced = True
+            raise
         finally:
-            pipeline.close(console)
+            pipeline.close(console, force=forced)
     return pipeline.stop_workers()
 
 

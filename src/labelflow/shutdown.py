@@ -105,13 +105,32 @@ class SignalThread:
         (self.on_first if first else self.on_second)(signum)
 
 
+def set_parent_death_signal() -> bool:
+    """Ask the kernel for SIGTERM when the parent process dies (Linux; False elsewhere).
+
+    Safe as a ``preexec_fn`` between fork and exec: libc is loaded once at import, so the
+    child only makes the system call (loading a library there could deadlock).
+    """
+    if _LIBC is None:
+        return False
+    return _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+
+
 def die_with_parent(expected_parent: int | None) -> bool:
-    """Have the kernel send SIGTERM when the parent dies (Linux); returns whether the parent
-    is still ``expected_parent`` afterwards (it may have died before the request)."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):
-            log.warning("cannot ask to be stopped with the parent process")
+    """Be stopped with the parent; returns whether the parent is still ``expected_parent``
+    afterwards (it may have died before the request took effect)."""
+    if not set_parent_death_signal():
+        log.warning("cannot ask to be stopped with the parent process")
     return expected_parent is None or os.getppid() == expected_parent
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labelflow.watchdog import EXIT_HUNG
+
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -69,6 +71,8 @@ class Supervisor:
             **self.env,
             "LABELFLOW_WORKER_ID": worker.worker_id,
             "LABELFLOW_LOG_FORMAT": "json",
+            # The worker stops itself when this process is gone (even after a kill -9).
+            "LABELFLOW_SUPERVISOR_PID": str(os.getpid()),
         }
         with worker.log_file.open("ab") as out:
             # Own process group: a Ctrl-C in the terminal reaches the supervisor only, which
@@ -105,6 +109,7 @@ class Supervisor:
                     extra={
                         "worker": worker.worker_id,
                         "exit_code": proc.returncode,
+                        "why": _exit_reason(proc.returncode),
                         "restart_in_s": delay,
                         "log": str(worker.log_file),
                     },
@@ -117,6 +122,17 @@ class Supervisor:
 
     def alive(self) -> int:
         return sum(1 for w in self.workers if w.process and w.process.poll() is None)
+
+    def kill(self) -> dict[str, int | None]:
+        """SIGKILL every worker at once (a second Ctrl-C): their open transactions are aborted
+        by the broker and redone by the next workers. Returns exit codes by worker id."""
+        for worker in self.workers:
+            if worker.process and worker.process.poll() is None:
+                worker.process.kill()
+        for worker in self.workers:
+            if worker.process:
+                worker.process.wait()
+        return {w.worker_id: (w.process.returncode if w.process else None) for w in self.workers}
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, int | None]:
         """SIGTERM every worker (each commits or aborts its batch and leaves its group), then
@@ -135,3 +151,13 @@ class Supervisor:
                 worker.process.kill()  # type: ignore[union-attr]
                 worker.process.wait()  # type: ignore[union-attr]
         return {w.worker_id: (w.process.returncode if w.process else None) for w in self.workers}
+
+
+def _exit_reason(code: int | None) -> str:
+    """What a worker's exit code says, for the restart log line."""
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return {
+        EXIT_HUNG: "a call outlived its bound (broker unreachable?); restarted to recover",
+        1: "fatal error (fenced, stalled, or a start-up failure): see its log",
+    }.get(code or 0, "exited")

@@ -27,7 +27,7 @@ import psycopg
 import pytest
 from sqlalchemy import make_url
 
-from support import free_port
+from support import free_port, missing_prerequisite
 
 POSTGRES_START_TIMEOUT_S = 60.0
 """initdb + start on a slow CI disk takes seconds; past a minute something is broken."""
@@ -125,7 +125,9 @@ def postgres_server() -> Iterator[PostgresServer]:
         return
     bin_dir = _postgres_bin_dir()
     if bin_dir is None:
-        pytest.skip("no PostgreSQL binaries (initdb) found and LABELFLOW_TEST_POSTGRES_URL unset")
+        missing_prerequisite(
+            "no PostgreSQL binaries (initdb) found and LABELFLOW_TEST_POSTGRES_URL unset"
+        )
     # Not under pytest's tmp dir: that is private to the current user, and as root the
     # cluster runs as ``postgres``, which must be able to reach its directory.
     base = Path(tempfile.mkdtemp(prefix="labelflow-pg-"))

@@ -88,6 +88,9 @@ how long an idle pipeline holds a lone record before committing it."""
 TXN_TIMEOUT_S = 30.0
 """Bound on one transactional call; past it a broker that stopped answering fails the call."""
 
+TXN_RETRY_PAUSE_S = 0.2
+"""Pause before retrying a retriable transactional error, so a retry loop does not spin."""
+
 WATCHDOG_GRACE_S = 15.0
 """How far past its own timeout a call may run before the watchdog ends the worker:
 librdkafka's timeouts are approximate, only a call far beyond its own is hung."""
@@ -352,7 +355,7 @@ class Runner:
     def _chunk_size(self, remaining: int) -> int:
         if self._per_record_s <= 0:
             return min(remaining, FIRST_CHUNK)
-        left_s = self._batch_left_s() if self._batch.open else MAX_CHUNK_S
+        left_s = self._batch_left_s() if self._batch.open else self.settings.batch_max_ms / 1000
         budget_s = min(max(left_s, MIN_CHUNK_S), MAX_CHUNK_S)
         return max(1, min(remaining, int(budget_s / self._per_record_s)))
 
@@ -511,8 +514,8 @@ class Runner:
         current = self._batch.offsets.get(where)
         if current is not None and offset < current:
             raise OffsetRegression(
-                f"{self.stage.name}: offset of {where[0]}[{where[1]}] would move back from "
-                f"{current} to {offset + 1} within one transaction",
+                f"{self.stage.name}: offset {offset} of {where[0]}[{where[1]}] arrived after "
+                f"offsets up to {current - 1} were handled in the same transaction",
                 hint="this is a bug in the runner; the batch is not committed",
             )
         self._batch.offsets[where] = offset + 1
@@ -656,6 +659,8 @@ class Runner:
                             hint="is the broker reachable? the batch is redone after a restart",
                         ) from None
                     log.info("retrying a transactional call", extra={"error": error.str()})
+                    # A broker that just refused is rarely back within milliseconds.
+                    time.sleep(min(TXN_RETRY_PAUSE_S, max(0.0, deadline - time.monotonic())))
 
     # --- rebalances ---------------------------------------------------------------------
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -15,11 +15,16 @@ import pytest
 from labelflow.config import Settings
 from labelflow.kafka.topics import Topic
 from pipeline_support import StartPipeline, worker_env
+from support import missing_prerequisite
 
 COG = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "imagery" / "cogeo.tif"
 WEST, NORTH = 14321853.1, 4533021.5  # top-left of the COG, EPSG:3857
 
-pytestmark = pytest.mark.skipif(not COG.exists(), reason=f"shared imagery not found at {COG}")
+
+@pytest.fixture(autouse=True)
+def _shared_imagery() -> None:
+    if not COG.exists():
+        missing_prerequisite(f"shared imagery not found at {COG}")
 
 
 def _labelflow(settings: Settings, *args: str) -> subprocess.CompletedProcess:
