@@ -73,6 +73,26 @@ def test_geo_polygon_gives_the_same_mask_as_its_pixel_equivalent(crs: str | None
     np.testing.assert_array_equal(by_geo, pixel_mask(Feature(label="building", geometry=pixel)))
 
 
+def test_many_lonlat_features_keep_their_order_and_classes() -> None:
+    """Reprojected together, each feature still lands where its pixel twin does."""
+    boxes = [(0, 0, 30, 20, "water"), (10, 5, 50, 40, "building"), (40, 30, 90, 60, "tree")]
+    pixel_features, lonlat_features = [], []
+    for x0, y0, x1, y1, label in boxes:
+        pixel = box(x0, y0, x1, y1)
+        mercator = {
+            "type": "Polygon",
+            "coordinates": [[CHIP.transform @ xy for xy in pixel["coordinates"][0]]],
+        }
+        pixel_features.append(Feature(label=label, geometry=pixel))
+        lonlat_features.append(
+            Feature(label=label, geometry=transform_geom("EPSG:3857", "EPSG:4326", mercator))
+        )
+    by_geo = rasterize_features(
+        lonlat_features, TAXONOMY, chip=CHIP, space=CoordSpace.GEO, features_crs="EPSG:4326"
+    )
+    np.testing.assert_array_equal(by_geo, pixel_mask(*pixel_features))
+
+
 def test_event_uses_its_image_size_and_empty_events_give_background() -> None:
     event = AnnotationEvent(
         source="test",
