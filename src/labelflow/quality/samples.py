@@ -6,7 +6,8 @@ value and the threshold, pass or fail, so a snapshot's QC gate and a dashboard c
 
 - ``sample.nodata_fraction``: share of pixels that are nodata in every band (imagery that
   does not cover the chip: a scene edge, a rotated footprint, bounds past the image). For
-  float imagery NaN is nodata too, declared or not.
+  float imagery NaN is nodata too, declared or not. The GeoTIFF reader turns an alpha band
+  or GDAL mask into nodata (see :mod:`labelflow.imagery.geotiff`): validity, not data.
 - ``sample.blank``: the valid values barely vary (a cloud, a black tile, a failed render);
   measured as their standard deviation *relative to the data's full scale*, so one threshold
   fits every dtype (see :func:`full_scale`). The default, 2/255, is two grey levels of an
