@@ -10,8 +10,8 @@ aerial COG) go through:
 (b) pipeline: a private local broker and one worker process per stage (validate, materialize,
     commit) started like the demo does; after a short warm-up the events are published to
     ``annotations.raw`` at once, and samples/s is counted from the first publish to the last
-    commit in the catalog. Per-stage time shares come from the workers' logs when the runner
-    logs its processing totals (a ``process_s`` field) on stop, else "n/a".
+    commit in the catalog. Per-stage time shares come from the totals the runner logs when a
+    worker stops (``process_s``: in the stage's code, ``commit_s``: committing), else "n/a".
 (c) latency: new events published at half the rate (b) measured, for a while; each event's
     latency is its commit time in the catalog minus its publish time.
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -36,7 +37,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -277,12 +278,28 @@ def run_direct(events: Sequence[AnnotationEvent], work_dir: Path) -> DirectResul
 
 # --- (b), (c) pipeline -------------------------------------------------------------------
 @dataclass
+class StageTotals:
+    """What one stage's workers logged on stop: records handled, seconds in the stage's own
+    code, and seconds committing transactions (``None`` where the runner does not log it)."""
+
+    records: int = 0
+    process_s: float = 0.0
+    commit_s: float | None = None
+    commits: int | None = None
+
+    def parts(self) -> dict[str, float]:
+        parts = {"process": self.process_s}
+        if self.commit_s is not None:
+            parts["commit"] = self.commit_s
+        return parts
+
+
+@dataclass
 class PipelineResult:
     published: int = 0
     committed: int = 0
     seconds: float = 0.0
-    stage_process_s: dict[str, float] | None = None
-    stage_records: dict[str, int] | None = None
+    stages: dict[str, StageTotals] | None = None
     worker_restarts: int = 0
     cores_busy: float | None = None
     """CPU cores busy on the machine (the workers, the broker, this process and any other)
@@ -291,6 +308,8 @@ class PipelineResult:
     latency_published: int = 0
     latency_committed: int = 0
     latencies_s: list[float] = field(default_factory=list)
+    """In publish order, of the paced events that were committed."""
+    latency_cores_busy: float | None = None
 
     @property
     def rate(self) -> float:
@@ -298,10 +317,25 @@ class PipelineResult:
 
     @property
     def stage_shares(self) -> dict[str, float] | None:
-        if not self.stage_process_s:
+        """``"<stage> <process|commit>"``: its share of all the stages' logged seconds."""
+        if not self.stages:
             return None
-        total = sum(self.stage_process_s.values()) or 1.0
-        return {stage: s / total for stage, s in self.stage_process_s.items()}
+        parts = {
+            f"{stage} {part}": seconds
+            for stage, totals in self.stages.items()
+            for part, seconds in totals.parts().items()
+        }
+        total = sum(parts.values()) or 1.0
+        return {name: seconds / total for name, seconds in parts.items()}
+
+    def latency_trend(self, parts: int = 10) -> list[float]:
+        """Median latency of each tenth of the paced phase: rising means a backlog built up
+        (the rate was not sustainable then), a bump means a hiccup (a rebalance, a stall)."""
+        n = len(self.latencies_s)
+        if n < parts:
+            return []
+        cuts = [round(i * n / parts) for i in range(parts + 1)]
+        return [statistics.median(self.latencies_s[a:b]) for a, b in itertools.pairwise(cuts)]
 
     def latency(self, pct: int) -> float | None:
         values = sorted(self.latencies_s)
@@ -394,32 +428,36 @@ def run_pipeline(
                 result.latency_rate_per_s = rate
                 status.update(f"pipeline: {len(paced)} events at {rate:.1f}/s for latency")
                 sent: dict[str, float] = {}
-                start = time.monotonic()
+                start, busy_before = time.monotonic(), _cpu_busy_s()
                 for i, event in enumerate(paced):
                     while (wait := start + i / rate - time.monotonic()) > 0:
                         time.sleep(min(wait, 0.05))
                     sent[event.task_id] = time.time()
                     publisher.publish(event)
                 publisher.flush()
+                busy_after, wall = _cpu_busy_s(), time.monotonic() - start
+                if busy_before is not None and busy_after is not None:
+                    result.latency_cores_busy = (busy_after - busy_before) / wall
                 result.latency_published = len(paced)
                 status.update("pipeline: waiting for the last paced samples")
                 _wait_committed(pipeline, base + result.committed + len(paced))
                 committed = _commit_times(pipeline.catalog, list(sent))
                 result.latency_committed = len(committed)
-                result.latencies_s = [max(0.0, t - sent[tid]) for tid, t in committed.items()]
+                result.latencies_s = [
+                    max(0.0, committed[tid] - at) for tid, at in sent.items() if tid in committed
+                ]
         pipeline.stop_workers()  # the runner logs its totals on a graceful stop
         result.worker_restarts = sum(w.restarts for w in pipeline.supervisor.workers)
-        result.stage_process_s, result.stage_records = stage_totals(pipeline.log_dir)
+        result.stages = stage_totals(pipeline.log_dir)
     finally:
         pipeline.close(console)
     return result
 
 
-def stage_totals(log_dir: Path) -> tuple[dict[str, float] | None, dict[str, int] | None]:
-    """Seconds each stage spent processing records, and how many, from the last log line of
-    each worker that carries a ``process_s`` field; ``(None, None)`` if none does."""
-    process_s: dict[str, float] = {}
-    records: dict[str, int] = {}
+def stage_totals(log_dir: Path) -> dict[str, StageTotals] | None:
+    """Per stage, the totals its workers logged last (the runner logs them on stop) in lines
+    carrying a ``process_s`` field; ``None`` if no worker logged one."""
+    out: dict[str, StageTotals] = {}
     for log in sorted(log_dir.glob("*.log")):
         last: dict[str, Any] | None = None
         for line in log.read_text(errors="replace").splitlines():
@@ -433,11 +471,13 @@ def stage_totals(log_dir: Path) -> tuple[dict[str, float] | None, dict[str, int]
                 last = doc
         if last is None:
             continue
-        stage = str(last.get("stage") or log.stem.rsplit("-", 1)[0])
-        process_s[stage] = process_s.get(stage, 0.0) + float(last["process_s"])
-        if isinstance(last.get("records"), int):
-            records[stage] = records.get(stage, 0) + last["records"]
-    return (process_s or None), (records or None)
+        totals = out.setdefault(str(last.get("stage") or log.stem.rsplit("-", 1)[0]), StageTotals())
+        totals.records += int(last.get("records") or 0)
+        totals.process_s += float(last["process_s"])
+        if isinstance(last.get("commit_s"), int | float):
+            totals.commit_s = (totals.commit_s or 0.0) + float(last["commit_s"])
+            totals.commits = (totals.commits or 0) + int(last.get("commits") or 0)
+    return out or None
 
 
 # --- report ------------------------------------------------------------------------------
@@ -470,8 +510,9 @@ class SizeResult:
                 "committed": p.committed,
                 "seconds": round(p.seconds, 3),
                 "samples_per_s": round(p.rate, 2),
-                "stage_process_s": p.stage_process_s,
-                "stage_records": p.stage_records,
+                "stages": (
+                    {k: asdict(v) for k, v in p.stages.items()} if p.stages is not None else None
+                ),
                 "stage_shares": (
                     {k: round(v, 4) for k, v in p.stage_shares.items()} if p.stage_shares else None
                 ),
@@ -486,6 +527,8 @@ class SizeResult:
                 "p50_s": _round(p.latency(50)),
                 "p99_s": _round(p.latency(99)),
                 "max_s": _round(max(p.latencies_s, default=None)),
+                "median_by_tenth_s": [round(v, 3) for v in p.latency_trend()],
+                "cores_busy": _round(p.latency_cores_busy),
             },
         }
 
@@ -539,15 +582,20 @@ def report(results: list[SizeResult], console: Console) -> None:
         end_section=True,
     )
     stages = sorted(
-        {s for r in results for s in (r.pipeline.stage_shares or {})},
+        {s for r in results for s in (r.pipeline.stages or {})},
         key=lambda s: PIPELINE_STAGES.index(s) if s in PIPELINE_STAGES else len(PIPELINE_STAGES),
     )
     for stage in stages:
-        steps.add_row(
-            f"pipeline: {stage}",
-            *(_stage_cell(r.pipeline, stage) for r in results),
+        for part in ("process", "commit"):
+            cells = [_stage_cell(r.pipeline, stage, part) for r in results]
+            if any(cell != "n/a" for cell in cells):
+                steps.add_row(f"pipeline: {stage} {part}", *cells)
+    if stages:
+        steps.caption = (
+            "pipeline: each stage's time in its own code (process) and in committing its "
+            "transactions (commit), per record; shares of all stages' time"
         )
-    if not stages:
+    else:
         steps.add_row("pipeline: per stage", *("n/a" for _ in results))
         steps.caption = "n/a: the workers' logs carry no processing totals (process_s)"
     console.print(steps)
@@ -563,14 +611,23 @@ def report(results: list[SizeResult], console: Console) -> None:
                 f"{r.size} px pipeline: {busy:.1f} of {os.cpu_count()} cores busy on the machine "
                 "while the events went through"
             )
+        if trend := r.pipeline.latency_trend():
+            busy = r.pipeline.latency_cores_busy
+            console.print(
+                f"{r.size} px latency, median per tenth of the paced phase: "
+                + " ".join(f"{v:.2f}" for v in trend)
+                + " s"
+                + (f" ({busy:.1f} cores busy)" if busy is not None else "")
+            )
 
 
-def _stage_cell(pipeline: PipelineResult, stage: str) -> str:
-    shares, records = pipeline.stage_shares or {}, pipeline.stage_records or {}
-    if stage not in shares:
+def _stage_cell(pipeline: PipelineResult, stage: str, part: str) -> str:
+    shares = pipeline.stage_shares or {}
+    totals = (pipeline.stages or {}).get(stage)
+    name = f"{stage} {part}"
+    if totals is None or name not in shares:
         return "n/a"
-    spent = (pipeline.stage_process_s or {})[stage]
-    return f"{shares[stage]:.0%}" + (f" ({_ms(spent, records[stage])})" if stage in records else "")
+    return f"{shares[name]:.0%} ({_ms(totals.parts()[part], totals.records)})"
 
 
 def _ms(seconds: float, samples: int) -> str:
@@ -580,7 +637,7 @@ def _ms(seconds: float, samples: int) -> str:
 # --- main --------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, help="events per chip size (default 400; quick 60)")
+    parser.add_argument("--events", type=int, help="events per chip size (default 600; quick 100)")
     parser.add_argument("--sizes", default="256,512", help="chip sizes in px, comma-separated")
     parser.add_argument("--latency-s", type=float, help="paced phase length (default 20; quick 6)")
     parser.add_argument("--quick", action="store_true", help="a smaller run, about a minute")
@@ -589,7 +646,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
     args = parser.parse_args()
-    count = args.events or (60 if args.quick else 400)
+    count = args.events or (100 if args.quick else 600)
     latency_s = args.latency_s or (6.0 if args.quick else 20.0)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
