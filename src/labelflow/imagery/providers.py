@@ -46,8 +46,9 @@ class Imagery:
         return self.providers[ref.provider].read(ref)
 
     def close(self) -> None:
-        self._xyz.close()
-        self._labelstudio.close()
+        """Close every provider: HTTP pools, and the datasets each thread keeps open."""
+        for provider in self.providers.values():
+            provider.close()
 
     def __enter__(self) -> Self:
         return self

@@ -47,6 +47,9 @@ class Materializer(Processor):
 
     def __init__(self, settings: Settings) -> None:
         self.ctx = StageContext.open(settings, blobs=True, imagery=True)
+        assert self.ctx.blobs is not None
+        # Temp files of a worker killed between writing a batch's blobs and syncing them.
+        self.ctx.blobs.sweep_temp()
         self.threads = settings.materialize_threads
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="materialize")
 
