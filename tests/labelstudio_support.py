@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from copy import deepcopy
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class FakeLabelStudio(BaseHTTPRequestHandler):
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
             page, size = int(query["page"]), int(query["page_size"])
             tasks = [t for t in self.tasks.values() if t["project"] == int(query["project"])]
+            tasks = _data_manager_query(tasks, json.loads(query.get("query") or "{}"))
             chunk = tasks[(page - 1) * size : page * size]
             if page > 1 and not chunk:
                 return self._reply(404, {"detail": "Invalid page."})
@@ -66,6 +68,34 @@ class FakeLabelStudio(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         """Keep test output clean."""
+
+
+_OPERATORS = {
+    "greater": lambda a, b: a > b,
+    "greater_or_equal": lambda a, b: a >= b,
+    "less_or_equal": lambda a, b: a <= b,
+}
+
+
+def _data_manager_query(tasks: list[dict[str, Any]], query: dict[str, Any]) -> list[dict[str, Any]]:
+    """The subset of Label Studio's data-manager query labelflow uses: ``and`` of filters on
+    ``tasks:id`` / ``tasks:updated_at`` and an ordering on those fields."""
+
+    def field(task: dict[str, Any], name: str) -> Any:
+        value = task[name.rsplit(":", 1)[1]]
+        return (
+            datetime.fromisoformat(value.replace("Z", "+00:00")) if name.endswith("_at") else value
+        )
+
+    for item in (query.get("filters") or {}).get("items", []):
+        value = item["value"]
+        if item["type"] == "Datetime":
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        test = _OPERATORS[item["operator"]]
+        tasks = [t for t in tasks if test(field(t, item["filter"]), value)]
+    for name in reversed(query.get("ordering") or []):
+        tasks = sorted(tasks, key=lambda t, n=name: field(t, n.lstrip("-")), reverse=name[0] == "-")
+    return tasks
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """The catalog's tables, as SQLAlchemy 2.0 ORM classes.
 
-Three tables, because "what is current" and "what ever was" answer different questions:
+Three tables for samples, because "what is current" and "what ever was" answer different
+questions:
 
 - ``samples``: one row per sample id, the state a training loader sees now — the current
   revision, whether it is deleted, and the hashes of the live version's artifacts.
@@ -8,6 +9,15 @@ Three tables, because "what is current" and "what ever was" answer different que
   georeference, class pixel counts, QC results and lineage. Never deleted, so ``explain`` and
   snapshot diffs can reach any past version.
 - ``sample_tombstones``: every deletion, keyed the same way, with who/what asked for it.
+
+And what the sources remember between runs (:mod:`labelflow.sources.state`):
+
+- ``source_tasks``: per task of a source, the last revision emitted into the pipeline, so a
+  re-read of an unchanged task (a repeated webhook, a poll) emits nothing again;
+- ``source_annotations``: which task an annotation id belongs to, for hints that name only
+  annotations;
+- ``source_cursors``: where listing a source stopped, so a backfill or a poll resumes;
+- ``taxonomy_classes``: the class index each label got, never renumbered.
 
 Changing a table means a new Alembic revision under ``migrations/versions``; the ORM classes
 here are the migrations' target, never created with ``metadata.create_all``.
@@ -97,3 +107,53 @@ class SampleTombstoneRow(RevisionKey, KafkaPosition, Base):
     source: Mapped[str | None] = mapped_column(String)
     event_id: Mapped[str | None] = mapped_column(String(64))
     committed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+SOURCE_LENGTH = 128
+"""A source namespace such as ``labelstudio:12`` (a tool and its project)."""
+
+
+class SourceTaskRow(Base):
+    """The last revision of one external task emitted into ``annotations.raw``."""
+
+    __tablename__ = "source_tasks"
+
+    source: Mapped[str] = mapped_column(String(SOURCE_LENGTH), primary_key=True)
+    external_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(SAMPLE_ID_LENGTH))
+    revision: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    emitted_by: Mapped[str] = mapped_column(String)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SourceAnnotationRow(Base):
+    """Which external task an external annotation id belongs to."""
+
+    __tablename__ = "source_annotations"
+
+    source: Mapped[str] = mapped_column(String(SOURCE_LENGTH), primary_key=True)
+    annotation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    external_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class SourceCursorRow(Base):
+    """Where listing a source stopped (its shape belongs to the source)."""
+
+    __tablename__ = "source_cursors"
+
+    source: Mapped[str] = mapped_column(String(SOURCE_LENGTH), primary_key=True)
+    cursor: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TaxonomyClassRow(Base):
+    """A class name and the mask index it was given once and keeps."""
+
+    __tablename__ = "taxonomy_classes"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, unique=True)
+    origin: Mapped[str] = mapped_column(String(SOURCE_LENGTH))
+    removed: Mapped[bool] = mapped_column(Boolean, default=False)
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

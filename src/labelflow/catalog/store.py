@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
@@ -368,6 +368,13 @@ class Catalog:
             query = query.where(where)
         with self._transaction() as conn:
             return [_version(row._mapping) for row in conn.execute(query)]
+
+    def transaction(self, *, write: bool = False) -> AbstractContextManager[Connection]:
+        """One connection in one transaction, errors classified like the catalog's own: for
+        modules that keep their tables in the catalog database (:mod:`labelflow.sources.state`).
+        ``write`` takes SQLite's write lock at the start, so the transaction cannot fail half
+        way on a lock another writer took after it read."""
+        return self._transaction(write=write)
 
     @contextmanager
     def _transaction(self, *, write: bool = False) -> Iterator[Connection]:

@@ -1,11 +1,14 @@
-"""Label Studio as a source: export files, webhook hints and the REST API.
+"""Label Studio as a source: a task as its API or an export shows it → one event; webhooks →
+hints.
 
-Label Studio's webhooks are a hint, not a log (sent once, unordered, unsigned, and some
-deletions send nothing), so a webhook never becomes an annotation event by itself: it becomes a
-:class:`TaskChanged` naming the tasks to look at, and the task's *current* state is fetched
-with :class:`LabelStudioClient` and converted by :func:`task_to_event`. Replaying or reordering
-hints is then harmless: each fetch yields the newest revision, and a revision is derived from
-Label Studio's own ``updated_at`` so the same state always yields the same event.
+Label Studio's webhooks are a hint, not a log (sent once, with a one-second timeout, never
+retried, unordered), so a webhook never becomes an annotation event by itself: it becomes a
+:class:`TaskChanged` naming the tasks to look at, and the task's *current* state is read from
+the REST API (:mod:`labelflow.sources.labelstudio_api`) and converted by
+:func:`task_to_event`. Replaying or reordering hints is then harmless: each read yields the
+newest revision, and a revision is derived from Label Studio's own ``updated_at`` so the same
+state always yields the same event. :mod:`labelflow.sources.labelstudio_sync` does the
+reading, the backfill and the polling.
 
 Coordinates: Label Studio stores regions in percent of the image (0-100) together with the
 image's ``original_width``/``original_height``; events carry pixels.
@@ -15,26 +18,24 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from labelflow.errors import LabelflowError
 from labelflow.events import register
 from labelflow.model import AnnotationEvent, CoordSpace, Feature, ImageRef, Status
 from labelflow.sources.base import SourceFormatError, parse_time, polygon, revision_of
 from labelflow.sources.labelstudio_brush import brush_mask, mask_to_geometry
-from labelflow.stage import PermanentError, TransientError
 
 SOURCE = "labelstudio"
 
 WebhookAction = Literal[
     "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "TASKS_DELETED"
 ]
+HintAction = WebhookAction | Literal["TASKS_LISTED"]
+"""A webhook's action, or ``TASKS_LISTED``: found by listing the project (backfill, poll)."""
+
 CLOUD_SCHEMES = ("s3://", "gs://", "gcs://", "azure-blob://")
 """Storage URIs Label Studio resolves through its presign endpoint (the API returns them
 resolved unless a task was imported raw; exports keep them raw)."""
@@ -72,11 +73,13 @@ class LabelStudioOptions(BaseModel):
 
 @register("labelflow.task-changed", 1)
 class TaskChanged(BaseModel):
-    """A hint that tasks of a project changed: fetch their current state.
+    """A hint that tasks of a project changed: read their current state.
 
     ``task_ids`` are Label Studio's integer ids. ANNOTATIONS_DELETED names annotations only,
     not their tasks, so it arrives with empty ``task_ids`` and the ``annotation_ids``; the
-    consumer then sweeps the project (:attr:`needs_sweep`).
+    reader looks up which tasks held them. ``snapshot`` is the task as a listing of the
+    project returned it (one-task hints from backfill and polling only): the reader uses it
+    instead of asking again.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -84,12 +87,9 @@ class TaskChanged(BaseModel):
     source: str = SOURCE
     project: int
     task_ids: tuple[int, ...] = ()
-    action: WebhookAction
+    action: HintAction
     annotation_ids: tuple[int, ...] = ()
-
-    @property
-    def needs_sweep(self) -> bool:
-        return not self.task_ids
+    snapshot: dict[str, Any] | None = None
 
 
 # --- tasks → events ----------------------------------------------------------------------
@@ -323,22 +323,12 @@ def parse_export(
     return [task_to_event(task, options, project) for task in tasks]
 
 
-def deleted_event(
-    project: int,
-    task_id: int,
-    when: datetime,
-    options: LabelStudioOptions | None = None,
-) -> AnnotationEvent:
-    """The event for a task that vanished from Label Studio.
-
-    Its revision is ``when`` (the moment we noticed), which is later than any revision the
-    task ever had, so the deletion wins over whatever arrives late. The task's data (and so
-    an ``id_key``) is gone with it: such a task can only be named ``<project>:<id>``.
-    """
+def deleted_event(task_id: str, revision: int, when: datetime) -> AnnotationEvent:
+    """The event for a task that vanished from Label Studio: a deletion at ``revision``."""
     return AnnotationEvent(
         source=SOURCE,
-        task_id=task_key(project, {"id": task_id}, options or LabelStudioOptions()),
-        revision=revision_of(when),
+        task_id=task_id,
+        revision=revision,
         status=Status.DELETED,
         created_at=when,
         updated_at=when,
@@ -386,106 +376,3 @@ def _project_id(payload: dict[str, Any]) -> int:
     if not isinstance(project, int) or isinstance(project, bool):
         raise SourceFormatError("webhook.invalid", "the body names no project id")
     return project
-
-
-# --- REST API ----------------------------------------------------------------------------
-
-
-class LabelStudioClient:
-    """The reliable path: a task's current state and full sweeps of a project.
-
-    Errors are classified for the stage runner: timeouts, connection failures, 429 and 5xx
-    are :class:`TransientError` (retry later); a refused token is a :class:`LabelflowError`
-    (fix the configuration); other 4xx are :class:`PermanentError`.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        token: str,
-        *,
-        timeout_s: float = 10.0,
-        page_size: int = 100,
-        options: LabelStudioOptions | None = None,
-    ) -> None:
-        self.options = options or LabelStudioOptions()
-        self.page_size = page_size
-        self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            headers={"Authorization": f"Token {token}", "Accept": "application/json"},
-            timeout=httpx.Timeout(timeout_s),
-        )
-
-    def __enter__(self) -> LabelStudioClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
-
-    def get_task(self, task_id: int) -> dict[str, Any] | None:
-        """``GET /api/tasks/{id}``; None when the task no longer exists."""
-        response = self._get(f"/api/tasks/{task_id}")
-        return None if response.status_code == 404 else response.json()
-
-    def iter_tasks(self, project: int) -> Iterator[dict[str, Any]]:
-        """Every task of a project, page by page (a page past the end answers 404)."""
-        page = 1
-        while True:
-            response = self._get(
-                "/api/tasks/",
-                params={
-                    "project": project,
-                    "fields": "all",
-                    "page": page,
-                    "page_size": self.page_size,
-                },
-            )
-            if response.status_code == 404:
-                return
-            body = response.json()
-            tasks = body.get("tasks", []) if isinstance(body, dict) else body
-            yield from tasks
-            if len(tasks) < self.page_size:
-                return
-            page += 1
-
-    def current_event(
-        self, project: int, task_id: int, now: datetime | None = None
-    ) -> AnnotationEvent:
-        """The event for a task's state right now; a vanished task is a deletion at ``now``."""
-        task = self.get_task(task_id)
-        if task is None:
-            return deleted_event(project, task_id, now or datetime.now(UTC), self.options)
-        return task_to_event(task, self.options, project)
-
-    def project_events(self, project: int) -> Iterator[AnnotationEvent]:
-        """Current events of every task in a project (the reconciler's sweep)."""
-        for task in self.iter_tasks(project):
-            yield task_to_event(task, self.options, project)
-
-    def _get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
-        try:
-            response = self._http.get(path, params=params)
-        except httpx.TimeoutException as exc:
-            raise TransientError("labelstudio.timeout", f"GET {path}: {exc}") from exc
-        except httpx.TransportError as exc:
-            raise TransientError("labelstudio.unavailable", f"GET {path}: {exc}") from exc
-        status = response.status_code
-        if status in (401, 403):
-            raise LabelflowError(
-                f"Label Studio refused the token (HTTP {status}) for GET {path}",
-                hint="check the API token; legacy tokens need LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN",
-            )
-        if status == 429 or status >= 500:
-            raise TransientError("labelstudio.unavailable", f"GET {path}: HTTP {status}")
-        if status >= 400 and status != 404:
-            raise PermanentError("labelstudio.http_error", f"GET {path}: HTTP {status}")
-        return response

@@ -10,6 +10,7 @@ validate drops a revision the catalog already holds.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 
 from confluent_kafka import KafkaError, Message
@@ -96,7 +97,11 @@ class HintPublisher:
         self._producer = producer(settings, {"message.timeout.ms": int(timeout_s * 1000)})
 
     def publish(self, hint: TaskChanged) -> None:
-        acks = [self._send(part) for part in split_hint(hint)]
+        self.publish_all([hint])
+
+    def publish_all(self, hints: Sequence[TaskChanged]) -> None:
+        """Every hint, waiting once for all their acknowledgements (a page of a listing)."""
+        acks = [self._send(part) for hint in hints for part in split_hint(hint)]
         deadline = time.monotonic() + self.timeout_s
         while not all(ack.done() for ack in acks) and time.monotonic() < deadline:
             self._producer.poll(0.05)
@@ -125,15 +130,15 @@ class HintPublisher:
 
 
 def split_hint(hint: TaskChanged) -> list[TaskChanged]:
-    """One hint per task (a sweep stays whole), so each lands on its task's partition and a
-    bulk deletion of many tasks spreads over the stage's workers."""
-    if hint.needs_sweep or len(hint.task_ids) == 1:
+    """One hint per task (one naming annotations only stays whole), so each lands on its
+    task's partition and a bulk deletion of many tasks spreads over the stage's workers."""
+    if len(hint.task_ids) <= 1:
         return [hint]
     return [hint.model_copy(update={"task_ids": (task_id,)}) for task_id in hint.task_ids]
 
 
 def hint_key(hint: TaskChanged) -> str:
-    """``<project>:<task>`` for a one-task hint, ``<project>`` for a sweep."""
+    """``<project>:<task>`` for a one-task hint, ``<project>`` for one naming no task."""
     if len(hint.task_ids) == 1:
         return f"{hint.project}:{hint.task_ids[0]}"
     return str(hint.project)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import Message, TopicPartition
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -51,18 +51,31 @@ class Flow:
         body = (FIXTURES / fixture).read_bytes()
         return self.api.post("/webhooks/labelstudio", content=body, headers=headers).status_code
 
+    def post_body(self, body: dict[str, object]) -> int:
+        headers = {DEFAULT_SECRET_HEADER: SECRET}
+        return self.api.post("/webhooks/labelstudio", json=body, headers=headers).status_code
+
     def raw_event(self, task_id: str, timeout_s: float = 60.0) -> AnnotationEvent:
-        """The first event for ``task_id`` on annotations.raw, read_committed."""
+        """The one event for ``task_id`` on annotations.raw, read_committed."""
+        [event] = self.raw_events(task_id, 1, timeout_s)
+        return event
+
+    def raw_events(
+        self, task_id: str, count: int, timeout_s: float = 60.0
+    ) -> list[AnnotationEvent]:
+        """The first ``count`` events for ``task_id`` on annotations.raw, in order."""
+
+        def mine() -> list[Message]:
+            return [m for m in self.raw.records if m.key() == task_id.encode()]
 
         def arrived() -> bool:
             self.raw.poll()
-            return any(m.key() == task_id.encode() for m in self.raw.records)
+            return len(mine()) >= count
 
-        wait_for(arrived, timeout_s, f"{task_id} on annotations.raw")
-        [record] = [m for m in self.raw.records if m.key() == task_id.encode()]
-        event = decode(record.value())
-        assert isinstance(event, AnnotationEvent)
-        return event
+        wait_for(arrived, timeout_s, f"{count} events of {task_id} on annotations.raw")
+        events = [decode(record.value()) for record in mine()]
+        assert all(isinstance(e, AnnotationEvent) for e in events)
+        return events  # type: ignore[return-value]
 
     def fetches(self, task_id: int) -> int:
         return self.labelstudio.seen.count(f"/api/tasks/{task_id}")
@@ -119,12 +132,18 @@ def test_webhook_hint_ends_as_the_canonical_event_on_raw(flow: Flow) -> None:
 
 
 def test_label_studio_5xx_is_retried_until_the_task_is_read(flow: Flow) -> None:
+    skipped = {"action": "ANNOTATION_CREATED", "project": {"id": 7}, "task": {"id": 102}}
+    assert flow.post_body(skipped) == 202
+    assert flow.raw_event("7:102").status == Status.SKIPPED
     del flow.labelstudio.tasks[102]  # deleted in Label Studio: answers 404
-    flow.labelstudio.outages[104] = 2  # two 503s, then served
-    assert flow.post("webhook_tasks_deleted.json") == 202
-    assert flow.raw_event("7:102").status == Status.DELETED
-    assert flow.raw_event("7:104").status == Status.DELETED  # no annotations left
-    assert flow.fetches(104) >= 3  # served only after its two 503s
+    flow.labelstudio.outages[102] = 2  # two 503s, then served (as a 404)
+    assert flow.post("webhook_tasks_deleted.json") == 202  # tasks 102 and 104
+    assert [e.status for e in flow.raw_events("7:102", 2)] == [Status.SKIPPED, Status.DELETED]
+    assert flow.fetches(102) >= 4  # read once, then 404 only after its two 503s
+    # 104 was never labelled, so labelflow never emitted it: its deletion changes nothing.
+    wait_for(lambda: flow.fetches(104) >= 1, 30, "task 104 to be read")
+    flow.raw.poll()
+    assert not [m for m in flow.raw.records if m.key() == b"7:104"]
 
 
 def test_webhook_without_the_secret_is_refused_and_publishes_nothing(flow: Flow) -> None:
