@@ -7,9 +7,11 @@ Codes are stable (they end up in dead-letter headers and dashboards):
 code                        transient  meaning
 ==========================  =========  ==================================================
 ``imagery.timeout``         yes        the source did not answer in time
-``imagery.unavailable``     yes        the source answered 5xx / could not be reached
+``imagery.unreachable``     yes        the source could not be reached (refused, DNS, reset)
+``imagery.unavailable``     yes        the source answered 5xx / 429
 ``imagery.missing``         no         404, no such file
-``imagery.corrupt``         no         the bytes are not an image we can decode
+``imagery.corrupt``         no         a format we read, but its bytes are broken
+``imagery.unsupported``     no         not an image format we read (text, HTML, zip, …)
 ``imagery.crs_invalid``     no         a CRS is unknown, absent, or cannot be transformed
 ``imagery.out_of_bounds``   no         the requested bounds do not intersect the image
 ``imagery.size_mismatch``   no         the image is not the size its labels were drawn on
@@ -57,12 +59,21 @@ class ImageryUnavailable(ImageryError):
     transient = True
 
 
+class ImageryUnreachable(ImageryError):
+    code = "imagery.unreachable"
+    transient = True
+
+
 class ImageryMissing(ImageryError):
     code = "imagery.missing"
 
 
 class ImageryCorrupt(ImageryError):
     code = "imagery.corrupt"
+
+
+class ImageryUnsupported(ImageryError):
+    code = "imagery.unsupported"
 
 
 class ImageryCrsInvalid(ImageryError):

@@ -49,8 +49,12 @@ from labelflow.imagery.base import (
     ImageryError,
     ImageryMissing,
     ImageryOutOfBounds,
+    ImageryRefused,
     ImageryTimeout,
+    ImageryUnauthorized,
     ImageryUnavailable,
+    ImageryUnreachable,
+    ImageryUnsupported,
     crs_string,
 )
 from labelflow.model import ImageRef
@@ -297,11 +301,22 @@ def _classify(uri: str, exc: RasterioIOError) -> ImageryError:
     is_remote = "://" in uri
     if "timed out" in lowered or "timeout" in lowered:
         return ImageryTimeout(f"{uri}: {text}")
-    if "response code: 5" in lowered or (is_remote and "curl error" in lowered):
-        # CURL errors are network failures: refused, reset, DNS, TLS handshake.
+    if "response code: 5" in lowered or "response code: 429" in lowered:
         return ImageryUnavailable(f"{uri}: {text}")
+    if is_remote and ("curl error" in lowered or "configuration options not defined" in lowered):
+        # CURL errors are network failures: refused, reset, DNS, TLS handshake. An object
+        # store without credentials cannot be reached either, until the settings are fixed.
+        return ImageryUnreachable(f"{uri}: {text}")
     if "response code: 404" in lowered or "response code: 410" in lowered:
         return ImageryMissing(f"{uri}: {text}")
+    if "response code: 401" in lowered or "response code: 403" in lowered:
+        return ImageryUnauthorized(f"{uri}: {text}")
+    if "response code: 4" in lowered:
+        return ImageryRefused(f"{uri}: {text}")
     if not is_remote and not Path(uri).exists():
         return ImageryMissing(f"no such file: {uri}")
+    if "not recognized as" in lowered:
+        # GDAL knows no driver for these bytes (text, an HTML error page, a zip): no
+        # image format we read, which is not the same as an image whose bytes are broken.
+        return ImageryUnsupported(f"{uri}: {text}")
     return ImageryCorrupt(f"{uri}: {text}")

@@ -6,10 +6,11 @@ and crop to a chip on the EPSG:3857 pixel grid of the zoom level.
 — or when the chip at that zoom would exceed ``max_size`` — the deepest level whose chip fits
 is used: each level up halves the chip, so a fitting one always exists.
 
-Failures are classified per tile: a timeout is ``imagery.timeout``, a refused connection or a
-5xx/429 answer ``imagery.unavailable`` (both transient: the server may recover), a 404 (or any
-other 4xx) ``imagery.missing`` and undecodable bytes ``imagery.corrupt`` (permanent: asking
-again returns the same answer).
+Failures are classified per tile: a timeout is ``imagery.timeout``, a refused or broken
+connection ``imagery.unreachable``, a 5xx/429 answer ``imagery.unavailable`` (all transient:
+the server may recover), a 404 (or any other 4xx) ``imagery.missing``, bytes no image format
+we read (an HTML page) ``imagery.unsupported`` and a broken image ``imagery.corrupt``
+(permanent: asking again returns the same answer).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from labelflow.imagery.base import (
     ImageryOutOfBounds,
     ImageryTimeout,
     ImageryUnavailable,
+    ImageryUnreachable,
+    ImageryUnsupported,
 )
 from labelflow.model import ImageRef
 
@@ -158,7 +161,7 @@ class XyzProvider:
         except httpx.TimeoutException as exc:
             raise ImageryTimeout(f"{url}: {exc!r}") from exc
         except httpx.TransportError as exc:
-            raise ImageryUnavailable(f"{url}: {exc!r}") from exc
+            raise ImageryUnreachable(f"{url}: {exc!r}") from exc
         status = response.status_code
         if status >= 500 or status == 429:
             raise ImageryUnavailable(f"{url}: HTTP {status}")
@@ -196,6 +199,8 @@ def _decode(payload: bytes, url: str, tile_size: int) -> np.ndarray:
             with MemoryFile(payload) as memfile, memfile.open() as src:
                 pixels = src.read(indexes=[1, 2, 3] if src.count >= 3 else [1])
     except RasterioIOError as exc:
+        if "not recognized as" in str(exc):
+            raise ImageryUnsupported(f"{url}: not an image: {exc}") from exc
         raise ImageryCorrupt(f"{url}: cannot decode tile: {exc}") from exc
     if pixels.shape[1:] != (tile_size, tile_size):
         raise ImageryCorrupt(f"{url}: tile is {pixels.shape[2]}x{pixels.shape[1]}, not {tile_size}")

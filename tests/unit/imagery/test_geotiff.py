@@ -154,7 +154,7 @@ def test_unknown_bounds_crs_is_crs_invalid(imagery_dir: Path) -> None:
     assert err.code == "imagery.crs_invalid"
 
 
-def test_http_404_is_missing_and_refused_connection_is_unavailable(tmp_path: Path) -> None:
+def test_http_404_is_missing_and_refused_connection_is_unreachable(tmp_path: Path) -> None:
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -167,7 +167,30 @@ def test_http_404_is_missing_and_refused_connection_is_unavailable(tmp_path: Pat
         thread.join(timeout=10)
     assert (missing.code, missing.transient) == ("imagery.missing", False)
     refused = _error(f"http://127.0.0.1:{free_port()}/scene.tif")
-    assert (refused.code, refused.transient) == ("imagery.unavailable", True)
+    assert (refused.code, refused.transient) == ("imagery.unreachable", True)
+    unresolvable = _error("http://no-such-host.invalid/scene.tif")
+    assert (unresolvable.code, unresolvable.transient) == ("imagery.unreachable", True)
+
+
+@pytest.mark.parametrize(
+    ("content", "name"),
+    [
+        (b"<html><body>Please log in</body></html>", "login.tif"),
+        (b"just some text, not a raster", "notes.tif"),
+        (b"PK\x03\x04" + bytes(60), "archive.tif"),
+    ],
+)
+def test_bytes_of_no_image_format_are_unsupported(
+    content: bytes, name: str, tmp_path: Path
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    err = _error(str(path))
+    assert (err.code, err.transient) == ("imagery.unsupported", False)
+
+
+def test_a_directory_is_unsupported(tmp_path: Path) -> None:
+    assert _error(str(tmp_path)).code == "imagery.unsupported"
 
 
 def _write_rgb(path: Path, pixels: np.ndarray, **profile: object) -> None:

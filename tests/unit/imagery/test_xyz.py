@@ -58,13 +58,19 @@ def tile_png(x: int, y: int) -> bytes:
         return bytes(memfile.read())
 
 
+BROKEN = {
+    "html": b"<html>not a tile</html>",  # a login or error page served with 200
+    "corrupt": b"\x89PNG\r\n\x1a\n" + bytes(64),  # a PNG whose header is broken
+}
+
+
 class TileServer(ThreadingHTTPServer):
     release: threading.Event
 
 
 class TileHandler(BaseHTTPRequestHandler):
-    """``/tiles/z/x/y.png`` serves tiles; ``/slow``, ``/error``, ``/gone`` and ``/corrupt``
-    misbehave the way real tile servers do."""
+    """``/tiles/z/x/y.png`` serves tiles; ``/slow``, ``/error``, ``/gone``, ``/html`` and
+    ``/corrupt`` misbehave the way real tile servers do."""
 
     server: TileServer
 
@@ -77,7 +83,7 @@ class TileHandler(BaseHTTPRequestHandler):
         elif kind == "gone":
             self.send_error(404)
         else:
-            body = b"<html>not a tile</html>" if kind == "corrupt" else tile_png(*map(int, zxy[1:]))
+            body = BROKEN.get(kind) or tile_png(*map(int, zxy[1:]))
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -147,6 +153,7 @@ def xyz_error(uri: str, timeout_s: float) -> ImageryError:
         ("error", "imagery.unavailable", True),
         ("gone", "imagery.missing", False),
         ("corrupt", "imagery.corrupt", False),
+        ("html", "imagery.unsupported", False),
     ],
 )
 def test_tile_failures_are_classified(
@@ -156,6 +163,6 @@ def test_tile_failures_are_classified(
     assert (err.code, err.transient) == (code, transient)
 
 
-def test_refused_connection_is_unavailable() -> None:
+def test_refused_connection_is_unreachable() -> None:
     err = xyz_error(f"http://127.0.0.1:{free_port()}/{{z}}/{{x}}/{{y}}.png", timeout_s=2)
-    assert (err.code, err.transient) == ("imagery.unavailable", True)
+    assert (err.code, err.transient) == ("imagery.unreachable", True)
