@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -58,15 +59,22 @@ def main_options(
         typer.Option(help="Where local state lives (env LABELFLOW_DATA_DIR).", show_default=False),
     ] = None,
     log_level: Annotated[
-        str, typer.Option(envvar="LABELFLOW_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
-    ] = "WARNING",
+        str | None,
+        typer.Option(
+            help="DEBUG, INFO, WARNING or ERROR (env LABELFLOW_LOG_LEVEL; default WARNING).",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
     ] = False,
 ) -> None:
-    setup_logging(level=log_level)
-    overrides = {"data_dir": data_dir} if data_dir else {}
-    ctx.obj = get_settings(**overrides)
+    overrides: dict[str, object] = {"data_dir": data_dir} if data_dir else {}
+    if log_level:
+        overrides["log_level"] = log_level.upper()
+    settings = get_settings(**overrides)
+    setup_logging(settings.log_level, settings.log_format)
+    ctx.obj = settings
 
 
 # --- kafka --------------------------------------------------------------------------------
@@ -520,4 +528,14 @@ def main() -> None:
         hint = getattr(exc, "hint", None)
         if hint:
             err.print(f"[bold]what to do:[/] {hint}", highlight=False)
+        raise SystemExit(1) from None
+    except ValidationError as exc:  # the settings: LABELFLOW_* variables or labelflow.toml
+        err.print("[bold red]error:[/] invalid labelflow settings:", highlight=False)
+        for problem in exc.errors():
+            where = ".".join(str(p) for p in problem["loc"])
+            err.print(f"  {where}: {problem['msg']}", highlight=False)
+        err.print(
+            "[bold]what to do:[/] fix the LABELFLOW_* variable or labelflow.toml entry named",
+            highlight=False,
+        )
         raise SystemExit(1) from None

@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     )
 
     # --- Kafka -------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING",
+        description="Log level of every labelflow process (the supervisor runs its workers at "
+        "INFO: their logs are read after the fact).",
+    )
+    log_format: Literal["console", "json"] | None = Field(
+        None, description="Log lines as key=value or JSON; JSON when stderr is not a terminal."
+    )
+
     kafka_bootstrap: str | None = Field(
         None, description="An external cluster; when unset the local broker is used."
     )

@@ -7,7 +7,6 @@ Modules log through the standard library (``logging.getLogger(__name__)``) and p
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import structlog
@@ -20,18 +19,14 @@ _SHARED = [
 ]
 
 
-def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
-    """Configure the root logger once per process.
+def setup_logging(level: str, fmt: str | None = None) -> None:
+    """Configure the root logger once per process, from the process's settings.
 
     ``fmt`` is ``console`` or ``json``; by default JSON when stderr is not a terminal, which is
     what log shippers in front of worker processes expect.
     """
-    level = (level or os.environ.get("LABELFLOW_LOG_LEVEL", "INFO")).upper()
-    fmt = (
-        fmt
-        or os.environ.get("LABELFLOW_LOG_FORMAT")
-        or ("console" if sys.stderr.isatty() else "json")
-    )
+    level = level.upper()
+    fmt = fmt or ("console" if sys.stderr.isatty() else "json")
     renderer = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

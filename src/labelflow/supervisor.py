@@ -67,7 +67,8 @@ class Supervisor:
     def _spawn(self, worker: Worker) -> None:
         cmd = [sys.executable, "-m", "labelflow", "run", worker.stage]
         env = {
-            "LABELFLOW_LOG_LEVEL": "INFO",  # a worker's log is read after the fact: keep detail
+            # A worker's log is read after the fact: keep detail unless told otherwise.
+            "LABELFLOW_LOG_LEVEL": "INFO",
             **self.env,
             "LABELFLOW_WORKER_ID": worker.worker_id,
             "LABELFLOW_LOG_FORMAT": "json",
