@@ -18,6 +18,15 @@ EXPORT: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "fixtures" / "labelstudio" / "export.json").read_text()
 )
 FAILING, HANGING, GONE_BAD = 500, 501, 400
+LABEL_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <PolygonLabels name="poly" toName="image">
+    <Label value="building"/><Label value="road"/>
+  </PolygonLabels>
+  <RectangleLabels name="rect" toName="image"><Label value="building"/></RectangleLabels>
+  <BrushLabels name="brush" toName="image"><Label value="tree"/><Label value="water"/></BrushLabels>
+  <KeyPointLabels name="kp" toName="image"><Label value="pole"/></KeyPointLabels>
+</View>"""
 
 
 class FakeLabelStudio(BaseHTTPRequestHandler):
@@ -27,6 +36,7 @@ class FakeLabelStudio(BaseHTTPRequestHandler):
 
     base_url: str
     tasks: dict[int, dict[str, Any]]
+    projects: dict[int, dict[str, Any]]
     outages: dict[int, int]
     release: threading.Event
     seen: list[str]
@@ -45,6 +55,11 @@ class FakeLabelStudio(BaseHTTPRequestHandler):
             if page > 1 and not chunk:
                 return self._reply(404, {"detail": "Invalid page."})
             return self._reply(200, {"tasks": chunk, "total": len(tasks)})
+        if url.path == "/api/current-user/whoami":
+            return self._reply(200, {"id": 1, "email": "annotator@example.test"})
+        if url.path.startswith("/api/projects/"):
+            project = self.projects.get(int(url.path.rstrip("/").rsplit("/", 1)[1]))
+            return self._reply(200, project) if project else self._reply(404, {"detail": "x"})
         task_id = int(url.path.rstrip("/").rsplit("/", 1)[1])
         if task_id == FAILING or self.outages.get(task_id, 0) > 0:
             self.outages[task_id] = self.outages.get(task_id, 0) - 1
@@ -106,6 +121,7 @@ def fake_labelstudio() -> Iterator[type[FakeLabelStudio]]:
         (FakeLabelStudio,),
         {
             "tasks": {t["id"]: deepcopy(t) for t in EXPORT},
+            "projects": {7: {"id": 7, "title": "Buildings", "label_config": LABEL_CONFIG}},
             "outages": {},
             "release": threading.Event(),
             "seen": [],

@@ -21,6 +21,7 @@ from labelflow.kafka.clients import admin_client
 from labelflow.kafka.ensure import ensure_topics
 from labelflow.kafka.topics import declared_topics, resolve
 from labelflow.logs import setup_logging
+from labelflow.sources.cli import source_app
 
 if TYPE_CHECKING:
     from labelflow.kafka.dlq import DeadLetter
@@ -39,6 +40,7 @@ kafka_app = typer.Typer(
 topics_app = typer.Typer(help="The pipeline's topics, declared in code.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
+app.add_typer(source_app, name="source")
 
 
 def _settings(ctx: typer.Context) -> Settings:

@@ -32,7 +32,8 @@ from labelflow.sources.labelstudio import LabelStudioOptions
 DEFAULT_CONFIG_FILE = "labelflow.toml"
 
 
-def _config_file() -> Path:
+def config_file() -> Path:
+    """The settings file: ``LABELFLOW_CONFIG_FILE``, else ``labelflow.toml`` here."""
     return Path(os.environ.get("LABELFLOW_CONFIG_FILE", DEFAULT_CONFIG_FILE))
 
 
@@ -172,7 +173,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
         return init_settings, env_settings, toml, file_secret_settings
 
     # --- Derived -----------------------------------------------------------------------

@@ -29,6 +29,7 @@ from labelflow.kafka.clients import admin_client
 from labelflow.kafka.ensure import ensure_topics
 from labelflow.kafka.topics import declared_topics, resolve
 from labelflow.shutdown import ForcedStop, stop_on_signals
+from labelflow.sources.labelstudio_sync import start_following
 from labelflow.stages import PIPELINE_STAGES
 from labelflow.supervisor import Supervisor
 
@@ -159,6 +160,7 @@ def serve(
             server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
             api = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="api")
             api.start()
+            following = start_following(settings, stop)  # Label Studio: backfill, then poll
             try:
                 _wait_started(server, api)
                 console.print(
@@ -172,6 +174,9 @@ def serve(
             finally:
                 server.should_exit = True
                 api.join(API_STOP_TIMEOUT_S)
+                stop.set()
+                if following is not None:
+                    following.join(API_STOP_TIMEOUT_S)
         except ForcedStop:
             forced = True
             raise

@@ -31,11 +31,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
 
+from labelflow.config import Settings
 from labelflow.errors import ClassifiedError, LabelflowError, PermanentError
 from labelflow.model import AnnotationEvent, Quarantined, Reason, Status
 from labelflow.sources.base import EPOCH, SourceFormatError, parse_time, revision_of
@@ -242,6 +244,60 @@ def list_tasks(
 
 
 # --- backfill, then follow ---------------------------------------------------------------
+
+RESTART_AFTER_S = 30.0
+"""A follower that could not even start (catalog or broker down) tries again this much later."""
+
+
+def start_following(settings: Settings, stop: threading.Event) -> threading.Thread | None:
+    """A thread backfilling, then polling the configured project until ``stop`` is set (what
+    ``labelflow up`` runs); None when no Label Studio project is configured."""
+    if not (settings.uses_labelstudio and settings.labelstudio_project is not None):
+        return None
+
+    def follow() -> None:
+        while not stop.is_set():
+            try:
+                with open_follower(settings) as follower:
+                    follower.run(stop)
+            except Exception:  # a follower must outlive what stops one run; it logs why
+                log.exception("label studio follower failed; restarting")
+                stop.wait(RESTART_AFTER_S)
+
+    thread = threading.Thread(target=follow, name="labelstudio-follow", daemon=True)
+    thread.start()
+    return thread
+
+
+@contextmanager
+def open_follower(settings: Settings) -> Iterator[LabelStudioFollower]:
+    """The follower of the project in ``settings``, publishing to ``sources.changes``."""
+    from labelflow.catalog.store import Catalog
+    from labelflow.sources.publish import HintPublisher
+
+    url, token, project = (
+        settings.labelstudio_url,
+        settings.labelstudio_token,
+        settings.labelstudio_project,
+    )
+    if not (url and token and project is not None):
+        raise LabelflowError(
+            "no Label Studio project to follow",
+            hint="run labelflow source add labelstudio --url … --project … --token …",
+        )
+    client = LabelStudioClient(
+        url, token.get_secret_value(), page_size=settings.labelstudio_page_size
+    )
+    with client, Catalog(settings.resolved_catalog_url) as catalog:
+        catalog.migrate()
+        publisher = HintPublisher(settings)
+        yield LabelStudioFollower(
+            client,
+            SourceState(catalog),
+            publisher.publish_all,
+            project,
+            interval_s=settings.labelstudio_poll_interval_s,
+        )
 
 
 Publish = Callable[[Sequence[TaskChanged]], None]
