@@ -79,7 +79,12 @@ class LocalPipeline:
             self._catalog = Catalog(settings.resolved_catalog_url)
             self._catalog.migrate()
             # 4.
-            env = dict(os.environ, LABELFLOW_DATA_DIR=str(settings.data_dir.resolve()))
+            # What this process was told on its command line, the workers are told too.
+            env = dict(
+                os.environ,
+                LABELFLOW_DATA_DIR=str(settings.data_dir.resolve()),
+                LABELFLOW_MATERIALIZE_THREADS=str(settings.materialize_threads),
+            )
             if settings.uses_local_broker:
                 env["LABELFLOW_KAFKA_PORT"] = str(settings.kafka_port)
             self._supervisor = Supervisor(self.stages, log_dir=self.log_dir, env=env)
