@@ -21,7 +21,6 @@ from labelflow.kafka.clients import admin_client
 from labelflow.kafka.ensure import ensure_topics
 from labelflow.kafka.topics import declared_topics, resolve
 from labelflow.logs import setup_logging
-from labelflow.quarantine_cli import quarantine_app
 from labelflow.sources.cli import source_app
 
 if TYPE_CHECKING:
@@ -48,7 +47,6 @@ def _settings(ctx: typer.Context) -> Settings:
     return ctx.obj
 
 
-def _version(value: bool) -> None:
 def _with_threads(settings: Settings, threads: int | None) -> Settings:
     return (
         settings
@@ -57,6 +55,7 @@ def _with_threads(settings: Settings, threads: int | None) -> Settings:
     )
 
 
+def _version(value: bool) -> None:
     if value:
         console.print(f"labelflow {__version__}")
         raise typer.Exit()
@@ -226,7 +225,6 @@ def demo(
     ] = None,
     bad_fraction: Annotated[float, typer.Option(help="Share of bad inputs injected.")] = 0.05,
     workers: Annotated[int, typer.Option(help="Worker processes per stage.")] = 1,
-    json_path: Annotated[
     threads: Annotated[
         int | None,
         typer.Option(
@@ -235,6 +233,7 @@ def demo(
             show_default=False,
         ),
     ] = None,
+    json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the summary as JSON here.")
     ] = None,
 ) -> None:
@@ -274,7 +273,6 @@ def up(
     host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port the API listens on.")] = 8080,
     workers: Annotated[int, typer.Option(help="Worker processes per stage.")] = 1,
-) -> None:
     threads: Annotated[
         int | None,
         typer.Option(
@@ -283,6 +281,7 @@ def up(
             show_default=False,
         ),
     ] = None,
+) -> None:
     """Run labelflow: broker, topics, catalog, every stage and the API, until Ctrl-C/SIGTERM.
 
     Starts the local broker unless LABELFLOW_KAFKA_BOOTSTRAP is set, and the labelstudio
@@ -309,39 +308,35 @@ def ingest(
         typer.Argument(help="GeoJSON, COCO or Label Studio export files, or folders of them."),
     ],
 ) -> None:
-    """Send annotation files into the pipeline. Re-ingesting an unchanged file is a no-op.
+    """Send annotation files into the pipeline. Re-ingesting an unchanged file is a no-op."""
+    from labelflow.sources.base import SourceFormatError
+    from labelflow.sources.files import read_events
+    from labelflow.sources.publish import RawPublisher
 
-    Each task is read on its own: one that cannot become a revision is quarantined (see
-    labelflow quarantine list) and the file's other tasks are sent. Ends with a summary;
-    exits 1 when anything was refused.
-    """
-    from labelflow.sources.ingest import Ingest, find_files
-
-    files = find_files(paths)
+    settings = _settings(ctx)
+    files = [
+        f
+        for p in paths
+        for f in (sorted(p.rglob("*.*json")) if p.is_dir() else [p])
+        if f.suffix in {".json", ".geojson"}
+    ]
     if not files:
         err.print("No .json or .geojson files found in the given paths.")
         raise typer.Exit(1)
-
-    def report(kind: str, text: str) -> None:
-        if kind == "sent":
-            console.print(f"[green]sent[/] {text}", highlight=False, markup=False)
-        else:
-            err.print(f"[red]refused[/] {text}", highlight=False, markup=False)
-
-    summary = Ingest(_settings(ctx), report=report).run(files)
-    refused = ", ".join(f"{code} {n}" for code, n in sorted(summary.refused.items()))
-    console.print(
-        f"{summary.files} file(s), {summary.sent} revision(s) sent, "
-        f"{sum(summary.refused.values())} refused" + (f" ({refused})" if refused else ""),
-        highlight=False,
-    )
-    if summary.quarantined or summary.already_quarantined:
-        console.print(
-            f"quarantined {summary.quarantined} "
-            f"({summary.already_quarantined} already were): labelflow quarantine list",
-            highlight=False,
-        )
-    if not summary.clean:
+    publisher = RawPublisher(settings)
+    failed = 0
+    for path in files:
+        try:
+            events = read_events(path)
+        except SourceFormatError as exc:
+            failed += 1
+            err.print(f"[red]skipped[/] {path}: [bold]{exc.code}[/] {exc.message}")
+            continue
+        for event in events:
+            publisher.publish(event)
+        console.print(f"[green]sent[/] {len(events):>5} revision(s) from {path}")
+    publisher.flush()
+    if failed:
         raise typer.Exit(1)
 
 
@@ -463,7 +458,6 @@ dlq_app = typer.Typer(
 )
 app.add_typer(dlq_app, name="dlq")
 
-app.add_typer(quarantine_app, name="quarantine")
 _STAGE_OPTION = typer.Option("--stage", help="Only letters of this stage.", show_default=False)
 _CODE_OPTION = typer.Option("--code", help="Only this error code.", show_default=False)
 _SINCE_OPTION = typer.Option(
@@ -487,17 +481,12 @@ def dlq_list(
     code: Annotated[str | None, _CODE_OPTION] = None,
     since: Annotated[str | None, _SINCE_OPTION] = None,
 ) -> None:
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
-    """List dead letters: id, stage, reason, tries, origin, last failure, replayed."""
+    """List dead letters: id, stage, reason, attempts, origin, last failure, replayed."""
     from labelflow.kafka.dlq import read_dead_letters
 
     select = _dlq_filter(stage, code, since)
-    letters = list(filter(select, read_dead_letters(_settings(ctx))))
-    if as_json:
-        print_json(console, (_letter_row(d) for d in letters))
-        return
-    table = listing("id", "stage", "code", "tries", "origin", "last failure", "replayed")
-    for d in letters:
+    table = Table("id", "stage", "code", "attempts", "origin", "last failure", "replayed")
+    for d in filter(select, read_dead_letters(_settings(ctx))):
         f = d.failure
         if f is None:
             table.add_row(d.id, "?", "(headers damaged)", "", "", "", "")
@@ -508,31 +497,11 @@ def dlq_list(
             f.code,
             str(f.attempts),
             f"{f.original_topic}[{f.original_partition}]@{f.original_offset}",
-            short_time(f.last_failure),
+            f.last_failure.isoformat(timespec="seconds"),
             "yes" if d.replayed else "",
         )
     console.print(table)
 
-    console.print(f"{len(letters)} dead letter(s)")
-
-
-def _letter_row(letter: DeadLetter) -> dict[str, object]:
-    f = letter.failure
-    row: dict[str, object] = {"id": letter.id, "replayed": letter.replayed, "failure": None}
-    if f is not None:
-        row["failure"] = {
-            "stage": f.stage,
-            "type": f.error_type,
-            "code": f.code,
-            "message": f.message,
-            "attempts": f.attempts,
-            "original_topic": f.original_topic,
-            "original_partition": f.original_partition,
-            "original_offset": f.original_offset,
-            "first_failure": f.first_failure.isoformat(),
-            "last_failure": f.last_failure.isoformat(),
-        }
-    return row
 
 @dlq_app.command("show")
 def dlq_show(
