@@ -23,9 +23,10 @@ span the whole image; or ``scene_uri`` plus a pixel ``window`` name the GeoTIFF/
 was cut from. With ``read_original`` the chip's pixels are read from that scene's window
 instead of the displayed image, after checking that the window has the displayed size.
 
-Errors: timeouts are ``imagery.timeout``, refused connections, 429 and 5xx
-``imagery.unavailable`` (transient); 404/410 ``imagery.missing``; a refused token
-``imagery.unauthorized``; other 4xx ``imagery.refused``; undecodable bytes ``imagery.corrupt``.
+Errors: timeouts are ``imagery.timeout``, refused connections ``imagery.unreachable``, 429 and
+5xx ``imagery.unavailable`` (all transient); 404/410 ``imagery.missing``; a refused token
+``imagery.unauthorized``; other 4xx ``imagery.refused``; bytes that are no image format
+``imagery.unsupported``, an image whose bytes are broken ``imagery.corrupt``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ from labelflow.imagery.base import (
     ImageryTimeout,
     ImageryUnauthorized,
     ImageryUnavailable,
+    ImageryUnreachable,
+    ImageryUnsupported,
     crs_string,
 )
 from labelflow.imagery.geotiff import GeoTiffProvider
@@ -154,12 +157,13 @@ class LabelStudioProvider:
                 return None, _read_bounded(response, url)
         except httpx.TimeoutException as exc:
             raise ImageryTimeout(f"{url}: {exc!r}") from exc
-        except httpx.TransportError as exc:
-            raise ImageryUnavailable(f"{url}: {exc!r}") from exc
+        except httpx.TransportError as exc:  # refused, reset, DNS, TLS
+            raise ImageryUnreachable(f"{url}: {exc!r}") from exc
 
     # --- pixels --------------------------------------------------------------------------
     def decode(self, payload: bytes, ref: ImageRef) -> Chip:
         """The chip of an encoded image, checked against the size the labels were drawn on."""
+        _check_complete(payload, ref.uri)
         try:
             with warnings.catch_warnings():
                 # A PNG or JPEG has no georeference; ours comes from the task data.
@@ -178,6 +182,8 @@ class LabelStudioProvider:
                     nodata = src.nodata
                     size = (src.width, src.height)
         except RasterioIOError as exc:
+            if "not recognized as" in str(exc):  # no format GDAL reads: an HTML page, text …
+                raise ImageryUnsupported(f"{ref.uri}: not an image: {exc}") from exc
             raise ImageryCorrupt(f"{ref.uri}: cannot decode the image: {exc}") from exc
         if valid is not None and not valid.all():
             pixels[:, ~valid] = INVALID_FILL
@@ -238,6 +244,20 @@ def _read_bounded(response: httpx.Response, url: str) -> bytes:
             raise ImageryRefused(f"{url}: larger than {MAX_IMAGE_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+def _check_complete(payload: bytes, uri: str) -> None:
+    """GDAL decodes a truncated PNG or JPEG without an error, the missing rows black: a chip
+    that looks valid and is not. Both formats end with a fixed marker, so check for it."""
+    if payload.startswith(PNG_SIGNATURE) and not payload.endswith(PNG_END):
+        raise ImageryCorrupt(f"{uri}: the PNG is truncated (no IEND chunk at its end)")
+    if payload.startswith(JPEG_START) and not payload.rstrip(b"\x00").endswith(JPEG_END):
+        raise ImageryCorrupt(f"{uri}: the JPEG is truncated (no end-of-image marker)")
 
 
 def _check_size(ref: ImageRef, width: int, height: int) -> None:

@@ -34,6 +34,7 @@ def _encode(pixels: np.ndarray, driver: str) -> bytes:
 
 
 RGB = np.stack([np.arange(48 * 64, dtype=np.uint32).reshape(48, 64) % 251] * 3).astype(np.uint8)
+NOISE = np.random.default_rng(0).integers(0, 255, (3, 48, 64)).astype(np.uint8)
 RGBA = np.concatenate([RGB, np.full((1, 48, 64), 255, np.uint8)])
 RGBA[3, :10, :] = 0  # the top ten rows are transparent
 
@@ -154,7 +155,9 @@ def test_an_absolute_url_elsewhere_gets_no_token(server: tuple[str, type[Handler
         (503, b"", "imagery.unavailable", True),
         (429, b"", "imagery.unavailable", True),
         (400, b"", "imagery.refused", False),
-        (200, b"this is not an image", "imagery.corrupt", False),
+        (200, b"this is not an image", "imagery.unsupported", False),
+        (200, _encode(NOISE, "PNG")[:2000], "imagery.corrupt", False),  # truncated
+        (200, _encode(NOISE, "JPEG")[:2000], "imagery.corrupt", False),
     ],
 )
 def test_failures_are_classified(
@@ -188,7 +191,7 @@ def test_timeouts_and_refused_connections_are_transient(
     with gone, pytest.raises(ImageryError) as refused:
         gone.read(ImageRef(provider="labelstudio", uri="/data/upload/1/x.png"))
     assert (slow.value.code, slow.value.transient) == ("imagery.timeout", True)
-    assert (refused.value.code, refused.value.transient) == ("imagery.unavailable", True)
+    assert (refused.value.code, refused.value.transient) == ("imagery.unreachable", True)
 
 
 def test_a_path_without_a_configured_label_studio_is_permanent() -> None:
