@@ -39,6 +39,7 @@ from labelflow.config import Settings
 from labelflow.errors import ClassifiedError
 from labelflow.events import encode
 from labelflow.imagery.providers import Imagery
+from labelflow.kafka.topics import Topic
 from labelflow.masks import class_pixel_counts, rasterize_event
 from labelflow.model import AnnotationEvent, Quarantined, Status
 from labelflow.quality.annotations import validate_event
@@ -48,7 +49,10 @@ from labelflow.sources.labelstudio_sync import LabelStudioFollower, list_tasks
 from labelflow.sources.publish import split_hint
 from labelflow.sources.state import SourceState
 from labelflow.stage import Processor, Record
+from labelflow.stages import commit as commit_stage
 from labelflow.stages import labelstudio as labelstudio_stage
+from labelflow.stages import materialize as materialize_stage
+from labelflow.stages import validate as validate_stage
 from labelstudio_server import LabelStudioServer, venv_dir
 from labelstudio_support import encode_brush
 from support import free_port, missing_prerequisite, wait_for
@@ -373,6 +377,15 @@ def test_backfill_live_edits_and_a_restart_end_in_label_studio_state(annotated: 
     assert world.quarantined == []
     reader.close()
     client.close()
+
+    # 6. The events through validate, materialize and commit: the catalog holds a sample for
+    # each task Label Studio has a submitted annotation for, at its revision, and none else.
+    _pipeline(settings, world.events)
+    for task_id, listed in listing.items():
+        sample = catalog.state(task_id)
+        live = listed.status == "submitted"
+        assert sample is not None and sample.revision == listed.revision, task_id
+        assert sample.deleted != live, task_id
     catalog.close()
 
 
@@ -413,6 +426,29 @@ def test_brushes_decode_as_label_studio_decodes_them(untouched: World) -> None:
 
 
 # --- independent helpers -----------------------------------------------------------------
+
+
+def _pipeline(settings: Settings, events: list[AnnotationEvent]) -> None:
+    """``events`` through the validate, materialize and commit processors in order, one
+    transaction per stage, as their runners would hand them over."""
+    batch = [
+        Record(topic="t", partition=0, offset=n, key=e.task_id.encode(), value=encode(e))
+        for n, e in enumerate(events)
+    ]
+    for stage in (validate_stage.STAGE, materialize_stage.STAGE, commit_stage.STAGE):
+        processor = stage.open(settings)
+        try:
+            results = processor.process(batch)
+            processor.flush()
+        finally:
+            processor.close()
+        assert not [r for r in results if isinstance(r, ClassifiedError)], results
+        outputs = [out for r in results for out in r]  # type: ignore[union-attr]
+        assert not [o for o in outputs if o.topic == Topic.QUARANTINE], outputs
+        batch = [
+            Record(topic="t", partition=0, offset=n, key=None, value=encode(o.value))  # type: ignore[arg-type]
+            for n, o in enumerate(outputs)
+        ]
 
 
 def _area(points: list[list[float]]) -> float:
