@@ -27,6 +27,7 @@ from pydantic_settings import (
 from labelflow.model import Status, Taxonomy
 from labelflow.quality.annotations import ValidationRules
 from labelflow.quality.samples import SampleRules
+from labelflow.reconcile.settings import ReconcileSettings
 from labelflow.sources.labelstudio import LabelStudioOptions
 
 DEFAULT_CONFIG_FILE = "labelflow.toml"
@@ -126,6 +127,9 @@ class Settings(BaseSettings):
         description="Threads per materialize worker (GDAL and numpy release the GIL).",
     )
     imagery_timeout_s: float = Field(30.0, gt=0, description="Per HTTP request for imagery.")
+    reconcile: ReconcileSettings = Field(
+        default_factory=ReconcileSettings, description="Drift detection and repair."
+    )
 
     # --- Sources -----------------------------------------------------------------------
     labelstudio_url: str | None = Field(

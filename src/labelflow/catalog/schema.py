@@ -19,6 +19,9 @@ And what the sources remember between runs (:mod:`labelflow.sources.state`):
 - ``source_cursors``: where listing a source stopped, so a backfill or a poll resumes;
 - ``taxonomy_classes``: the class index each label got, never renumbered.
 
+And what the reconciler records (:mod:`labelflow.reconcile`): ``reconcile_runs``, one row per
+run, and ``reconcile_repairs``, the last repair emitted per task.
+
 Changing a table means a new Alembic revision under ``migrations/versions``; the ORM classes
 here are the migrations' target, never created with ``metadata.create_all``.
 """
@@ -28,7 +31,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -157,3 +160,38 @@ class TaxonomyClassRow(Base):
     origin: Mapped[str] = mapped_column(String(SOURCE_LENGTH))
     removed: Mapped[bool] = mapped_column(Boolean, default=False)
     assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReconcileRunRow(Base):
+    """One run of the reconciler (:mod:`labelflow.reconcile`): what it found and did."""
+
+    __tablename__ = "reconcile_runs"
+
+    run_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[str] = mapped_column(String(SOURCE_LENGTH))
+    dry_run: Mapped[bool] = mapped_column(Boolean)
+    outcome: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    duration_s: Mapped[float] = mapped_column(Float)
+    listed: Mapped[int] = mapped_column(BigInteger)
+    catalogued: Mapped[int] = mapped_column(BigInteger)
+    repairs: Mapped[int] = mapped_column(BigInteger)
+    counts: Mapped[dict[str, Any]]
+    examples: Mapped[dict[str, Any]]
+    error: Mapped[str | None] = mapped_column(String)
+
+
+class ReconcileRepairRow(Base):
+    """The last repair the reconciler emitted for a task: the bound after which a task still
+    not committed is *stuck*, and the cap on repeating it."""
+
+    __tablename__ = "reconcile_repairs"
+
+    source: Mapped[str] = mapped_column(String(SOURCE_LENGTH), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(SAMPLE_ID_LENGTH), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    category: Mapped[str] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer)
+    first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    run_id: Mapped[str] = mapped_column(String(32))
