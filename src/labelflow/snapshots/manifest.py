@@ -1,0 +1,279 @@
+"""The manifest: the catalog's current sample versions as one columnar table, and its stats.
+
+A manifest row names an exact sample version — (sample id, revision) and the content hashes of
+its image and mask — with what a loader, a gate or a diff needs: size, georeference, class
+pixel counts, failed checks, lineage, and the split it was given. It is read from the catalog
+in one read transaction (``REPEATABLE READ`` on PostgreSQL; SQLite's WAL gives one snapshot
+per transaction), together with the catalog state it is consistent with: how many samples,
+the newest write, and per Kafka partition the highest offset that reached the catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, Field
+from sqlalchemy import Connection, and_, case, func, select, union_all
+
+from labelflow.catalog.store import Catalog, samples, tombstones, versions
+from labelflow.snapshots.settings import SplitRules
+from labelflow.snapshots.splits import EXCLUDED, assign_splits
+
+READ_BATCH = 20_000
+"""Rows fetched per round trip (a server-side cursor on PostgreSQL): bounds the memory of the
+row objects in flight, while the columns grow."""
+
+SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("revision", pa.int64()),
+        ("image_hash", pa.string()),
+        ("mask_hash", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("crs", pa.string()),
+        ("minx", pa.float64()),
+        ("miny", pa.float64()),
+        ("maxx", pa.float64()),
+        ("maxy", pa.float64()),
+        ("class_pixels", pa.map_(pa.string(), pa.int64())),
+        ("failed_checks", pa.list_(pa.string())),
+        ("source", pa.string()),
+        ("image_uri", pa.string()),
+        ("code_version", pa.string()),
+        ("config_hash", pa.string()),
+        ("committed_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+"""The columns read from the catalog; :func:`with_splits` adds ``split``, ``grid``,
+``block_x`` and ``block_y``."""
+
+
+class CatalogState(BaseModel):
+    """What the catalog held when a manifest was read from it."""
+
+    live_samples: int
+    known_samples: int = Field(description="Live and deleted.")
+    last_version_at: datetime | None = Field(description="Newest committed version, any.")
+    last_change_at: datetime | None = Field(description="Newest change of a current state.")
+    kafka_offsets: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Per topic and partition, the highest offset whose write reached the "
+        "catalog (versions and deletions): the snapshot includes everything up to there.",
+    )
+
+
+class ClassStats(BaseModel):
+    samples: int = Field(description="Members with at least one pixel of the class.")
+    pixels: int
+    share: float = Field(description="Of all labelled (non-background) pixels.")
+
+
+class Stats(BaseModel):
+    """Counts a snapshot is described and gated by."""
+
+    samples: int
+    splits: dict[str, int]
+    pixels: int = Field(description="All pixels of all chips.")
+    labelled_pixels: int
+    classes: dict[str, ClassStats]
+    failed_members: int
+    code_versions: dict[str, int]
+
+
+def read_catalog(catalog: Catalog) -> tuple[pa.Table, CatalogState]:
+    """Every live sample's current version, ordered by sample id, and the catalog's state,
+    both from one read transaction."""
+    columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+    with catalog.transaction() as conn:
+        if conn.dialect.name == "postgresql":
+            # Must be the transaction's first statement; every read below then sees one
+            # snapshot of the database, as SQLite's WAL does within a transaction.
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        for rows in _current_rows(conn):
+            _append(columns, rows)
+        state = _state(conn)
+    table = pa.Table.from_pydict(columns, schema=SCHEMA)
+    return table, state
+
+
+def _current_rows(conn: Connection) -> Iterator[list[Any]]:
+    v = versions.c
+    query = (
+        select(
+            v.sample_id,
+            v.revision,
+            v.image_hash,
+            v.mask_hash,
+            v.width,
+            v.height,
+            v.crs,
+            v.bounds,
+            v.class_pixels,
+            v.checks,
+            v.source,
+            v.image_uri,
+            v.code_version,
+            v.config_hash,
+            v.committed_at,
+        )
+        .join(
+            samples,
+            and_(samples.c.sample_id == v.sample_id, samples.c.revision == v.revision),
+        )
+        .where(~samples.c.deleted)
+        .order_by(v.sample_id)
+        .execution_options(yield_per=READ_BATCH)
+    )
+    yield from conn.execute(query).partitions()
+
+
+def _append(columns: dict[str, list[Any]], rows: list[Any]) -> None:
+    for (
+        sample_id,
+        revision,
+        image_hash,
+        mask_hash,
+        width,
+        height,
+        crs,
+        bounds,
+        class_pixels,
+        checks,
+        source,
+        image_uri,
+        code_version,
+        config_hash,
+        committed_at,
+    ) in rows:
+        columns["sample_id"].append(sample_id)
+        columns["revision"].append(revision)
+        columns["image_hash"].append(image_hash)
+        columns["mask_hash"].append(mask_hash)
+        columns["width"].append(width)
+        columns["height"].append(height)
+        columns["crs"].append(crs)
+        b = bounds or (None, None, None, None)
+        columns["minx"].append(b[0])
+        columns["miny"].append(b[1])
+        columns["maxx"].append(b[2])
+        columns["maxy"].append(b[3])
+        columns["class_pixels"].append(list(class_pixels.items()))
+        columns["failed_checks"].append([c["code"] for c in checks if not c.get("passed", True)])
+        columns["source"].append(source)
+        columns["image_uri"].append(image_uri)
+        columns["code_version"].append(code_version)
+        columns["config_hash"].append(config_hash)
+        columns["committed_at"].append(committed_at)
+
+
+def _state(conn: Connection) -> CatalogState:
+    live = func.sum(case((samples.c.deleted, 0), else_=1))
+    known, live_count, last_change = conn.execute(
+        select(func.count(), live, func.max(samples.c.updated_at))
+    ).one()
+    last_version = conn.execute(select(func.max(versions.c.committed_at))).scalar_one()
+    positions = union_all(
+        *(
+            select(t.c.kafka_topic, t.c.kafka_partition, func.max(t.c.kafka_offset).label("o"))
+            .where(t.c.kafka_topic.is_not(None))
+            .group_by(t.c.kafka_topic, t.c.kafka_partition)
+            for t in (versions, tombstones)
+        )
+    ).subquery()
+    offsets: dict[str, dict[str, int]] = {}
+    for topic, partition, offset in conn.execute(
+        select(positions.c.kafka_topic, positions.c.kafka_partition, func.max(positions.c.o))
+        .group_by(positions.c.kafka_topic, positions.c.kafka_partition)
+        .order_by(positions.c.kafka_topic, positions.c.kafka_partition)
+    ):
+        offsets.setdefault(topic, {})[str(partition)] = int(offset)
+    return CatalogState(
+        live_samples=int(live_count or 0),
+        known_samples=int(known),
+        last_version_at=_utc(last_version),
+        last_change_at=_utc(last_change),
+        kafka_offsets=offsets,
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def with_splits(table: pa.Table, rules: SplitRules) -> pa.Table:
+    """``table`` with each sample's ``split``, ``grid`` and centre block appended."""
+    bounds = np.stack(
+        [
+            table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+            for c in ("minx", "miny", "maxx", "maxy")
+        ],
+        axis=1,
+    ).reshape(table.num_rows, 4)
+    assignment = assign_splits(
+        bounds, table.column("crs").to_pylist(), table.column("image_uri").to_pylist(), rules
+    )
+    return (
+        table.append_column("split", pa.array(assignment.split, pa.string()))
+        .append_column("grid", pa.array(assignment.grid, pa.string()))
+        .append_column("block_x", pa.array(assignment.block_x, pa.int64()))
+        .append_column("block_y", pa.array(assignment.block_y, pa.int64()))
+    )
+
+
+def stats(table: pa.Table, classes: list[str]) -> Stats:
+    """Per split sizes, per class sample counts and pixels, failed members, code versions."""
+    splits = _value_counts(table.column("split"))
+    chunks = table.column("class_pixels").chunks
+    keys = pa.concat_arrays([pa.array([], pa.string())] + [c.keys for c in chunks])
+    values = pa.concat_arrays([pa.array([], pa.int64())] + [c.items for c in chunks])
+    pairs = pa.table({"k": keys, "v": values})
+    pairs = pairs.filter(pc.greater(pairs.column("v"), 0))
+    grouped = pairs.group_by("k").aggregate([("v", "sum"), ("v", "count")])
+    names = grouped.column("k").to_pylist()
+    sums = dict(zip(names, grouped.column("v_sum").to_pylist(), strict=True))
+    counts = dict(zip(names, grouped.column("v_count").to_pylist(), strict=True))
+    per_class: dict[str, ClassStats] = {}
+    labelled = int(sum(sums.values()))
+    for name in sorted(set(classes) | set(sums)):
+        pixels = int(sums.get(name, 0))
+        per_class[name] = ClassStats(
+            samples=int(counts.get(name, 0)),
+            pixels=pixels,
+            share=pixels / labelled if labelled else 0.0,
+        )
+    area = pc.multiply(
+        table.column("width").cast(pa.int64()), table.column("height").cast(pa.int64())
+    )
+    failed = pc.greater(pc.list_value_length(table.column("failed_checks")), 0)
+    return Stats(
+        samples=table.num_rows,
+        splits={s: splits.get(s, 0) for s in sorted(splits, key=_split_order)},
+        pixels=int(pc.sum(area).as_py() or 0),
+        labelled_pixels=labelled,
+        classes=per_class,
+        failed_members=int(pc.sum(failed.cast(pa.int64())).as_py() or 0),
+        code_versions=_value_counts(table.column("code_version")),
+    )
+
+
+def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
+    counts = pc.value_counts(column)
+    return {
+        str(v): int(c)
+        for v, c in zip(
+            counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
+        )
+    }
+
+
+def _split_order(name: str) -> tuple[int, str]:
+    known = {"train": 0, "val": 1, "test": 2, EXCLUDED: 9}
+    return known.get(name, 5), name
