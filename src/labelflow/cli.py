@@ -22,6 +22,7 @@ from labelflow.kafka.ensure import ensure_topics
 from labelflow.kafka.topics import declared_topics, resolve
 from labelflow.logs import setup_logging
 from labelflow.reconcile.cli import reconcile_app
+from labelflow.snapshots.cli import runs_app, snapshot_app
 from labelflow.sources.cli import source_app
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ topics_app = typer.Typer(help="The pipeline's topics, declared in code.", no_arg
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(source_app, name="source")
+app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(runs_app, name="runs")
 app.add_typer(reconcile_app, name="reconcile")
 
 

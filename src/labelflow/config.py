@@ -27,6 +27,7 @@ from pydantic_settings import (
 from labelflow.model import Status, Taxonomy
 from labelflow.quality.annotations import ValidationRules
 from labelflow.quality.samples import SampleRules
+from labelflow.snapshots.settings import SnapshotSettings
 from labelflow.reconcile.settings import ReconcileSettings
 from labelflow.sources.labelstudio import LabelStudioOptions
 
@@ -167,6 +168,7 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL; SQLite in data_dir if unset."
     )
     blob_url: str | None = Field(None, description="Blob store root; data_dir/blobs if unset.")
+    snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
 
     @classmethod
     def settings_customise_sources(
