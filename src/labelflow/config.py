@@ -27,8 +27,8 @@ from pydantic_settings import (
 from labelflow.model import Status, Taxonomy
 from labelflow.quality.annotations import ValidationRules
 from labelflow.quality.samples import SampleRules
-from labelflow.snapshots.settings import SnapshotSettings
 from labelflow.reconcile.settings import ReconcileSettings
+from labelflow.snapshots.settings import SnapshotSettings
 from labelflow.sources.labelstudio import LabelStudioOptions
 
 DEFAULT_CONFIG_FILE = "labelflow.toml"
