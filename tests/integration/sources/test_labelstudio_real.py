@@ -54,7 +54,7 @@ from labelflow.stages import labelstudio as labelstudio_stage
 from labelflow.stages import materialize as materialize_stage
 from labelflow.stages import validate as validate_stage
 from labelstudio_server import LabelStudioServer, venv_dir
-from labelstudio_support import encode_brush
+from labelstudio_support import LABEL_CONFIG, encode_brush
 from support import free_port, missing_prerequisite, wait_for
 
 pytestmark = pytest.mark.integration
@@ -62,14 +62,6 @@ pytestmark = pytest.mark.integration
 SCENE = Path(__file__).resolve().parents[3] / "../shared/data/imagery/cogeo.tif"
 W, H = 256, 192
 SECRET = "webhook-secret-for-tests"
-LABEL_CONFIG = """<View>
-  <Image name="image" value="$image"/>
-  <PolygonLabels name="poly" toName="image">
-    <Label value="building"/><Label value="road"/>
-  </PolygonLabels>
-  <RectangleLabels name="rect" toName="image"><Label value="building"/></RectangleLabels>
-  <BrushLabels name="brush" toName="image"><Label value="tree"/><Label value="water"/></BrushLabels>
-</View>"""
 
 # Regions in Label Studio's own shape: percent of the image, rectangles rotated about their
 # top-left corner. Shapes of one task do not overlap, so each class's area is its own.
