@@ -7,11 +7,12 @@ stays fast.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 if TYPE_CHECKING:
     from labelflow.config import Settings
@@ -138,6 +139,71 @@ def diff(
         console.print(table)
         if changes.num_rows > limit:
             console.print(f"… and {changes.num_rows - limit} more (--limit)")
+
+
+@snapshot_app.command("export")
+def export(
+    ctx: typer.Context,
+    name: Annotated[str, _NAME],
+    out: Annotated[Path, typer.Option("--out", "-o", help="A new directory to write.")],
+    fmt: Annotated[str, typer.Option("--format", help="dir or coco.")] = "dir",
+) -> None:
+    """Write a snapshot's images, masks and metadata as plain files or COCO."""
+    from labelflow.catalog.blobs import BlobStore
+    from labelflow.snapshots.export import export as export_snapshot
+    from labelflow.snapshots.store import SnapshotStore
+
+    settings = _settings(ctx)
+    snapshot = SnapshotStore.from_settings(settings).open(name)
+    count = export_snapshot(snapshot, BlobStore.from_settings(settings), out, fmt)  # type: ignore[arg-type]
+    console.print(f"exported {count} samples of {name} as {fmt} to {out}", highlight=False)
+
+
+@runs_app.command("record")
+def runs_record(
+    ctx: typer.Context,
+    snapshot: Annotated[str, typer.Option(help="The snapshot the model was trained on.")],
+    model: Annotated[str, typer.Option(help="The model: a name, path or registry URI.")],
+    metrics: Annotated[Path, typer.Option(help="A JSON file of the run's metrics.")],
+    notes: Annotated[str | None, typer.Option(help="Free text.")] = None,
+) -> None:
+    """Record a training run and the snapshot it used (an immutable JSON file)."""
+    from labelflow.snapshots.runs import read_metrics, record_run
+
+    settings = _settings(ctx)
+    run = record_run(settings, snapshot, model, read_metrics(metrics), notes=notes)
+    console.print(f"recorded run [bold]{run.run_id}[/] on {run.snapshot}", highlight=False)
+
+
+@runs_app.command("list")
+def runs_list(
+    ctx: typer.Context,
+    snapshot: Annotated[str | None, typer.Option(help="Only runs on this snapshot.")] = None,
+    sample: Annotated[
+        str | None, typer.Option(help="Only runs whose snapshot holds this sample.")
+    ] = None,
+) -> None:
+    """Recorded training runs, oldest first."""
+    from labelflow.snapshots.runs import list_runs, runs_for_sample
+
+    settings = _settings(ctx)
+    if sample is not None:
+        found = [(r, split) for r, split in runs_for_sample(settings, sample)]
+    else:
+        found = [(r, "") for r in list_runs(settings, snapshot=snapshot)]
+    extra = ["split"] if sample else []
+    table = Table(Column("run", no_wrap=True), "snapshot", "model", "metrics", *extra)
+    for run, split in found:
+        if snapshot is not None and run.snapshot != snapshot:
+            continue
+        table.add_row(
+            run.run_id,
+            run.snapshot,
+            run.model,
+            json.dumps(run.metrics)[:60],
+            *([split] if sample else []),
+        )
+    console.print(table)
 
 
 def _print_snapshot(snapshot: Snapshot) -> None:
