@@ -20,6 +20,7 @@ from labelflow.kafka.broker import LocalBroker
 from labelflow.kafka.clients import admin_client
 from labelflow.kafka.ensure import ensure_topics
 from labelflow.kafka.topics import declared_topics, resolve
+from labelflow.lineage_cli import explain_command
 from labelflow.logs import setup_logging
 from labelflow.reconcile.cli import reconcile_app
 from labelflow.snapshots.cli import runs_app, snapshot_app
@@ -46,6 +47,7 @@ app.add_typer(source_app, name="source")
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(runs_app, name="runs")
 app.add_typer(reconcile_app, name="reconcile")
+app.command("explain")(explain_command)
 
 
 def _settings(ctx: typer.Context) -> Settings:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
@@ -65,12 +65,17 @@ def scan(
     topic: str,
     keep: Callable[[Message], bool] = lambda _m: True,
     timeout_s: float = SCAN_TIMEOUT_S,
+    partitions: Sequence[int] | None = None,
 ) -> Iterator[Message]:
-    """The committed records of ``topic`` that ``keep`` accepts, partition by partition in
-    offset order."""
+    """The committed records of ``topic`` (of only ``partitions`` if given) that ``keep``
+    accepts, each partition's in offset order."""
     reader = _reader(settings)
     try:
-        ends = {s.partition: s.high for s in spans(settings, topic, reader) if s.high > s.low}
+        ends = {
+            s.partition: s.high
+            for s in spans(settings, topic, reader)
+            if s.high > s.low and (partitions is None or s.partition in partitions)
+        }
         if not ends:
             return
         reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
