@@ -28,6 +28,7 @@ from labelflow.kafka.broker import LocalBroker
 from labelflow.kafka.clients import admin_client
 from labelflow.kafka.ensure import ensure_topics
 from labelflow.kafka.topics import declared_topics, resolve
+from labelflow.reconcile.reconciler import start_reconciling
 from labelflow.shutdown import ForcedStop, stop_on_signals
 from labelflow.sources.labelstudio_sync import start_following
 from labelflow.stages import PIPELINE_STAGES
@@ -166,6 +167,7 @@ def serve(
             api = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="api")
             api.start()
             following = start_following(settings, stop)  # Label Studio: backfill, then poll
+            reconciling = start_reconciling(settings, stop)  # every reconcile.interval_s
             try:
                 _wait_started(server, api)
                 console.print(
@@ -182,6 +184,8 @@ def serve(
                 stop.set()
                 if following is not None:
                     following.join(API_STOP_TIMEOUT_S)
+                if reconciling is not None:
+                    reconciling.join(API_STOP_TIMEOUT_S)
         except ForcedStop:
             forced = True
             raise
