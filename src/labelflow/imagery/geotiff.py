@@ -67,6 +67,9 @@ PADDING_NODATA = 0
 """Fill value for bounds past the edge of an image, or for pixels its mask marks invalid,
 when it declares no nodata value."""
 
+REMOTE_FILE_SYSTEMS = "/vsicurl/:/vsis3/:/vsigs/:/vsiaz/:/vsiadls/:/vsioss/:/vsiswift/"
+"""GDAL's network file systems, as its CPL_VSIL_CURL_NON_CACHED option lists prefixes."""
+
 MAX_OPEN_PER_THREAD = 16
 """Datasets each thread keeps open. Unbounded, a worker that sees thousands of scenes would
 run out of file descriptors (and hold each one's header and cached tiles)."""
@@ -98,6 +101,7 @@ class GeoTiffProvider:
         self._local = threading.local()
         self._caches: list[tuple[threading.Thread, _OpenDatasets]] = []
         self._caches_lock = threading.Lock()
+        self._failed_remote: set[str] = set()
 
     def read(self, ref: ImageRef) -> Chip:
         return self.read_path(ref.uri, bounds=ref.bounds, bounds_crs=ref.bounds_crs)
@@ -112,14 +116,14 @@ class GeoTiffProvider:
     ) -> Chip:
         """The chip of ``uri`` covering ``bounds`` (in ``bounds_crs``; default the image's),
         or the pixel ``window``, or the whole image."""
-        with self._env(), self._dataset(uri) as src:
+        with self._env(uri), self._dataset(uri) as src:
             if window is None and bounds is not None:
                 window = _window_for(src, bounds, bounds_crs)
             return self._read_window(src, window or Window(0, 0, src.width, src.height))
 
     def metadata(self, uri: str) -> SceneInfo:
         """CRS, transform and size of ``uri``, reading no pixels."""
-        with self._env(), self._dataset(uri) as src:
+        with self._env(uri), self._dataset(uri) as src:
             return SceneInfo(crs_string(src.crs), src.transform, src.width, src.height)
 
     def close(self) -> None:
@@ -141,6 +145,8 @@ class GeoTiffProvider:
             raise  # the request was at fault (bounds, CRS), not the dataset
         except RasterioIOError as exc:
             cache.evict(uri)
+            if "://" in uri:
+                self._failed_remote.add(uri)
             raise _classify(uri, exc) from exc
         except BaseException:
             cache.evict(uri)
@@ -159,13 +165,20 @@ class GeoTiffProvider:
                 self._caches.append((threading.current_thread(), cache))
         return cache
 
-    def _env(self) -> rasterio.Env:
+    def _env(self, uri: str) -> rasterio.Env:
+        options: dict[str, str] = {}
+        if uri in self._failed_remote:
+            # GDAL remembers a remote file it failed to open and answers later opens from
+            # that memory ("does not exist"): a retry would never reach the server again,
+            # and an unreachable host would read as an unsupported file.
+            options["CPL_VSIL_CURL_NON_CACHED"] = REMOTE_FILE_SYSTEMS
         return rasterio.Env(
             GDAL_HTTP_TIMEOUT=max(1, math.ceil(self.http_timeout_s)),
             # Retries belong to the stage runner (retry topics), not inside one read.
             GDAL_HTTP_MAX_RETRY=0,
             # Listing a remote directory to look for sidecar files costs a request per read.
             GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",
+            **options,
         )
 
     def _read_window(self, src: DatasetReader, window: Window) -> Chip:

@@ -172,6 +172,36 @@ def test_http_404_is_missing_and_refused_connection_is_unreachable(tmp_path: Pat
     assert (unresolvable.code, unresolvable.transient) == ("imagery.unreachable", True)
 
 
+def test_an_unreachable_image_is_read_once_its_server_is_back(tmp_path: Path) -> None:
+    """GDAL remembers a failed remote open; a retry must reach the server again, or the
+    transient fault would never clear (and read as "not a supported file" instead)."""
+    _write_rgb(tmp_path / "scene.tif", np.full((3, 8, 8), 7, np.uint8))
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}/scene.tif"
+    provider = GeoTiffProvider(http_timeout_s=5)
+    first = _error_of(provider, uri)
+    again = _error_of(provider, uri)
+    assert (first.code, again.code) == ("imagery.unreachable", "imagery.unreachable")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        chip = provider.read(ImageRef(uri=uri))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+        provider.close()
+    assert chip.pixels.shape == (3, 8, 8)
+
+
+def _error_of(provider: GeoTiffProvider, uri: str) -> ImageryError:
+    with pytest.raises(ImageryError) as info:
+        provider.read(ImageRef(uri=uri))
+    return info.value
+
+
 @pytest.mark.parametrize(
     ("content", "name"),
     [
