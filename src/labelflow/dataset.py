@@ -13,7 +13,7 @@ yielded. A state from another snapshot, split or order is refused rather than si
 misapplied.
 
 Speed: iteration decodes ahead on a few threads (GDAL releases the GIL while decoding), in
-order, and opens each GeoTIFF without GDAL's directory scan for sidecar files. The local blob
+order, and decodes each GeoTIFF from memory (no directory scan for sidecar files). The local blob
 cache (:class:`BlobCache`) keeps a verified copy of every blob read from a store that is not
 a local directory; over a local store it is off by default, since it would only copy files
 that are already local (``cache=True`` forces it, e.g. onto a faster disk).
@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import rasterio
+from rasterio.io import MemoryFile
 
 from labelflow.catalog.blobs import BlobStore, atomic_write
 from labelflow.config import Settings, get_settings
@@ -42,10 +42,6 @@ from labelflow.snapshots.store import Snapshot, SnapshotStore
 READ_AHEAD = 8
 """Samples decoded ahead of the one being yielded: enough to keep the threads busy, bounded so
 a slow consumer does not pile decoded chips up in memory."""
-
-GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
-"""Without it GDAL lists the blob's directory on every open, looking for .aux.xml and .ovr
-sidecars that a blob store never has: a syscall storm in a directory of thousands of blobs."""
 
 METADATA_COLUMNS = [
     "sample_id",
@@ -123,8 +119,10 @@ class SnapshotReader:
             order = np.random.default_rng(seed).permutation(rows.num_rows)
             rows = rows.take(pa.array(order))
         self._rows = rows
-        self._image_keys = rows.column("image_hash").to_pylist()
-        self._mask_keys = rows.column("mask_hash").to_pylist()
+        # Python lists once: converting an Arrow row per sample costs more than its decode.
+        self._columns = {name: rows.column(name).to_pylist() for name in rows.column_names}
+        self._image_keys = self._columns["image_hash"]
+        self._mask_keys = self._columns["mask_hash"]
         self.position = 0
 
     def __len__(self) -> int:
@@ -137,7 +135,7 @@ class SnapshotReader:
         return Sample(
             self._read(self._image_keys[index]),
             self._read(self._mask_keys[index])[0],
-            self._rows.slice(index, 1).to_pylist()[0],
+            {name: values[index] for name, values in self._columns.items()},
         )
 
     def __iter__(self) -> Iterator[Sample]:
@@ -186,7 +184,10 @@ class SnapshotReader:
 
     def _read(self, key: str) -> np.ndarray:
         path = self._cache.path(key) if self._cache is not None else self._blobs.path(key)
-        with rasterio.Env(**GDAL_OPTIONS), rasterio.open(path) as src:
+        # Decoded from memory: GDAL opening a path would first list the blob's directory
+        # (thousands of entries) for sidecar files a blob store never has, and switching
+        # that off takes a GDAL environment per call or one that leaks into user code.
+        with MemoryFile(path.read_bytes()) as memfile, memfile.open() as src:
             return src.read()
 
 
