@@ -24,6 +24,9 @@ def build(case: dict[str, Any]) -> bytes:
     for key in case.get("remove", []):
         del event[key]
     generate = case.get("generate", {})
+    if "nesting_depth" in generate:
+        depth = generate["nesting_depth"]
+        return ('{"source": ' + "[" * depth + "]" * depth + "}").encode()
     if "pad_annotator_bytes" in generate:
         event["annotator"] = "x" * generate["pad_annotator_bytes"]
     if "circle_vertices" in generate:

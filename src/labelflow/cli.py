@@ -315,35 +315,41 @@ def ingest(
         typer.Argument(help="GeoJSON, COCO or Label Studio export files, or folders of them."),
     ],
 ) -> None:
-    """Send annotation files into the pipeline. Re-ingesting an unchanged file is a no-op."""
-    from labelflow.sources.base import SourceFormatError
-    from labelflow.sources.files import read_events
-    from labelflow.sources.publish import RawPublisher
+    """Send annotation files into the pipeline. Re-ingesting an unchanged file is a no-op.
 
-    settings = _settings(ctx)
-    files = [
-        f
-        for p in paths
-        for f in (sorted(p.rglob("*.*json")) if p.is_dir() else [p])
-        if f.suffix in {".json", ".geojson"}
-    ]
+    Each task is read on its own: one that cannot become a revision is quarantined (see
+    labelflow quarantine list) and the file's other tasks are sent. Ends with a summary;
+    exits 1 when anything was refused.
+    """
+    from rich.text import Text
+
+    from labelflow.sources.ingest import Ingest, find_files
+
+    files = find_files(paths)
     if not files:
         err.print("No .json or .geojson files found in the given paths.")
         raise typer.Exit(1)
-    publisher = RawPublisher(settings)
-    failed = 0
-    for path in files:
-        try:
-            events = read_events(path)
-        except SourceFormatError as exc:
-            failed += 1
-            err.print(f"[red]skipped[/] {path}: [bold]{exc.code}[/] {exc.message}")
-            continue
-        for event in events:
-            publisher.publish(event)
-        console.print(f"[green]sent[/] {len(events):>5} revision(s) from {path}")
-    publisher.flush()
-    if failed:
+
+    def report(kind: str, text: str) -> None:
+        if kind == "read":
+            console.print(Text.assemble(("read ", "green"), text))
+        else:
+            err.print(Text.assemble(("refused ", "red"), text))
+
+    summary = Ingest(_settings(ctx), report=report).run(files)
+    refused = ", ".join(f"{code} {n}" for code, n in sorted(summary.refused.items()))
+    console.print(
+        f"{summary.files} file(s), {summary.sent} revision(s) sent, "
+        f"{sum(summary.refused.values())} refused" + (f" ({refused})" if refused else ""),
+        highlight=False,
+    )
+    if summary.quarantined or summary.already_quarantined:
+        console.print(
+            f"quarantined {summary.quarantined} "
+            f"({summary.already_quarantined} already were): labelflow quarantine list",
+            highlight=False,
+        )
+    if not summary.clean:
         raise typer.Exit(1)
 
 

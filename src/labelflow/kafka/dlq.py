@@ -1,35 +1,26 @@
 """The dead-letter topic: read what failed, and replay it once the cause is fixed.
 
-A dead letter's id is ``<partition>:<offset>`` in the dead-letter topic, stable for as long as
-the topic retains it. Replaying writes the original key, value and headers back to the topic
-the record was first consumed from, in one transaction with a *marker* record in the
-dead-letter topic (header ``labelflow.replay.of``); a letter with a marker is never replayed
-again, and because both writes commit together a replay interrupted at any point either
-happened completely or not at all. Replays share one ``transactional.id``, so a second replay
-started while one runs fences the first instead of racing it.
+A dead letter's id is ``<partition>:<offset>`` in the dead-letter topic. Replaying writes the
+original key, value and headers back to the topic the record was first consumed from, exactly
+once (marker header ``labelflow.replay.of``; see :mod:`labelflow.kafka.held`).
 """
 
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import OFFSET_BEGINNING, IsolationLevel, TopicPartition
-from confluent_kafka.admin import OffsetSpec
-
 from labelflow.config import Settings
 from labelflow.errors import LabelflowError
-from labelflow.kafka.clients import admin_client, consumer, producer
+from labelflow.kafka.held import READ_TIMEOUT_S, HeldRecord, WriteBack, read_held, write_back
 from labelflow.kafka.retry import Failure, user_headers
 from labelflow.kafka.topics import Topic, topic_name
 from labelflow.stage import Headers
 
 REPLAY_OF = "labelflow.replay.of"
 REPLAYED_FROM = "labelflow.replayed.from"
-READ_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -43,66 +34,16 @@ class DeadLetter:
     failure: Failure | None
     replayed: bool = False
 
+    @classmethod
+    def of(cls, record: HeldRecord) -> DeadLetter:
+        failure = Failure.from_headers(record.headers)
+        return cls(record.id, record.key, record.value, record.headers, failure, record.marked)
+
 
 def read_dead_letters(settings: Settings, timeout_s: float = READ_TIMEOUT_S) -> list[DeadLetter]:
     """Every committed dead letter, oldest first per partition, flagged if already replayed."""
     topic = topic_name(Topic.DEAD_LETTER, settings)
-    ends = _committed_ends(settings, topic, timeout_s)
-    reader = consumer(settings, f"labelflow.dlq-reader.{uuid.uuid4().hex}")
-    letters: list[DeadLetter] = []
-    replayed: set[str] = set()
-    try:
-        pending = {p for p, end in ends.items() if end > 0}
-        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
-        deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
-        while pending:
-            if datetime.now(UTC) > deadline:
-                raise LabelflowError(f"Reading {topic} did not finish within {timeout_s:.0f} s.")
-            for message in reader.consume(num_messages=500, timeout=0.5):
-                if message.error() is not None:
-                    continue
-                partition, offset = message.partition(), message.offset()
-                headers = tuple((k, v or b"") for k, v in message.headers() or ())
-                marker = dict(headers).get(REPLAY_OF)
-                if marker is not None:
-                    replayed.add(marker.decode())
-                elif offset < ends[partition]:
-                    letters.append(
-                        DeadLetter(
-                            id=f"{partition}:{offset}",
-                            key=message.key(),
-                            value=message.value() or b"",
-                            headers=headers,
-                            failure=Failure.from_headers(headers),
-                        )
-                    )
-                if offset + 1 >= ends[partition]:
-                    pending.discard(partition)
-            for tp in reader.position([TopicPartition(topic, p) for p in list(pending)]):
-                if tp.offset >= ends[tp.partition]:
-                    pending.discard(tp.partition)  # the end is a transaction marker
-    finally:
-        reader.close()
-    return [
-        DeadLetter(d.id, d.key, d.value, d.headers, d.failure, d.id in replayed) for d in letters
-    ]
-
-
-def _committed_ends(settings: Settings, topic: str, timeout_s: float) -> dict[int, int]:
-    """Each partition's last stable offset: reading to it sees every committed record, and
-    never waits on a transaction a worker still has open."""
-    admin = admin_client(settings)
-    metadata = admin.list_topics(topic, timeout=timeout_s).topics[topic]
-    if metadata.error is not None:
-        raise LabelflowError(
-            f"The dead-letter topic {topic} is not available: {metadata.error.str()}",
-            hint="create the topics with: labelflow topics ensure",
-        )
-    wanted = {TopicPartition(topic, p): OffsetSpec.latest() for p in metadata.partitions}
-    futures = admin.list_offsets(
-        wanted, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=timeout_s
-    )
-    return {tp.partition: f.result(timeout=timeout_s).offset for tp, f in futures.items()}
+    return [DeadLetter.of(r) for r in read_held(settings, topic, REPLAY_OF, timeout_s)]
 
 
 def replay(
@@ -110,39 +51,22 @@ def replay(
 ) -> list[DeadLetter]:
     """Re-inject the selected, not yet replayed letters into their original topics, exactly
     once; returns them. A letter whose headers are damaged has no known origin and is skipped.
-
-    1. take over the replay ``transactional.id`` (fencing any replay still running);
-    2. read the dead letters, after that replay's commit or abort is settled;
-    3. in one transaction, write each letter back to its original topic plus its marker.
     """
-    dead_letter_topic = topic_name(Topic.DEAD_LETTER, settings)
-    writer = producer(
-        settings, {"transactional.id": f"{settings.topic_prefix}labelflow.dlq-replay"}
-    )
-    # 1.
-    writer.init_transactions(READ_TIMEOUT_S)
-    # 2.
-    chosen = [
-        d
-        for d in read_dead_letters(settings)
-        if not d.replayed and d.failure is not None and select(d)
-    ]
-    if dry_run or not chosen:
-        return chosen
-    # 3.
-    writer.begin_transaction()
-    for letter in chosen:
-        assert letter.failure is not None
-        origin = letter.id.encode()
-        writer.produce(
-            letter.failure.original_topic,
-            key=letter.key,
-            value=letter.value,
-            headers=[*user_headers(letter.headers), (REPLAYED_FROM, origin)],
-        )
-        writer.produce(dead_letter_topic, key=letter.key, value=b"", headers=[(REPLAY_OF, origin)])
-    writer.commit_transaction(READ_TIMEOUT_S)
-    return chosen
+
+    def choose(records: list[HeldRecord]) -> list[WriteBack]:
+        out = []
+        for record in records:
+            letter = DeadLetter.of(record)
+            if letter.replayed or letter.failure is None or not select(letter):
+                continue
+            headers = (*user_headers(record.headers), (REPLAYED_FROM, record.id.encode()))
+            out.append(
+                WriteBack(record, letter.failure.original_topic, record.key, record.value, headers)
+            )
+        return out
+
+    done = write_back(settings, topic_name(Topic.DEAD_LETTER, settings), REPLAY_OF, choose, dry_run)
+    return [DeadLetter.of(w.record) for w in done]
 
 
 def matches(

@@ -40,6 +40,7 @@ class Code(StrEnum):
     PAYLOAD_TOO_LARGE = "payload.too_large"
     PAYLOAD_ENCODING = "payload.encoding"
     SCHEMA_MALFORMED_JSON = "schema.malformed_json"
+    SCHEMA_TOO_DEEP = "schema.too_deep"
     SCHEMA_NOT_OBJECT = "schema.not_object"
     SCHEMA_MISSING_FIELD = "schema.missing_field"
     SCHEMA_WRONG_TYPE = "schema.wrong_type"
@@ -122,6 +123,9 @@ def parse_raw(raw: bytes, rules: ValidationRules | None = None) -> AnnotationEve
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         return [Reason(code=Code.SCHEMA_MALFORMED_JSON, message=f"malformed JSON: {exc}")]
+    except RecursionError:
+        # Python's parser recurses: a few thousand nested brackets exhaust its stack.
+        return [Reason(code=Code.SCHEMA_TOO_DEEP, message="JSON nested too deep to parse")]
     if not isinstance(data, dict):
         kind = type(data).__name__
         return [Reason(code=Code.SCHEMA_NOT_OBJECT, message=f"expected an object, got {kind}")]

@@ -10,18 +10,19 @@ validate drops a revision the catalog already holds.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 import labelflow.stages  # noqa: F401 - registers the event schemas that encode() looks up
 from labelflow.config import Settings
-from labelflow.errors import LabelflowError
+from labelflow.errors import LabelflowError, PermanentError
 from labelflow.events import encode
 from labelflow.kafka.clients import producer
 from labelflow.kafka.topics import Topic, topic_name
-from labelflow.model import AnnotationEvent
+from labelflow.model import AnnotationEvent, Quarantined
 from labelflow.sources.labelstudio import TaskChanged
 
 FLUSH_TIMEOUT_S = 60.0
@@ -29,17 +30,46 @@ FLUSH_TIMEOUT_S = 60.0
 not hang it."""
 
 
-class RawPublisher:
-    """Produces events (or raw bytes from a source) into ``annotations.raw``."""
+class PayloadTooLarge(PermanentError):
+    """The Kafka client refuses a record this large (``message.max.bytes``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, message: str) -> None:
+        super().__init__("payload.too_large", message)
+
+
+TooLargeHandler = Callable[[bytes | None, bytes], None]
+"""Called with the key and value of a record the broker refused as too large."""
+
+
+class RawPublisher:
+    """Produces events (or raw bytes from a source) into ``annotations.raw``, and records a
+    source refused outright into ``annotations.quarantine``.
+
+    A record larger than the client takes raises :class:`PayloadTooLarge` at once. One the
+    broker refuses as too large (its topic limit can be lower) is known only when its
+    delivery report arrives: it goes to ``on_too_large`` when given, so the caller can
+    quarantine it, and otherwise makes :meth:`flush` fail like any undelivered record.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_too_large: TooLargeHandler | None = None,
+        client_overrides: dict[str, Any] | None = None,
+    ) -> None:
         self.topic = topic_name(Topic.RAW, settings)
-        self._producer = producer(settings)
+        self.quarantine_topic = topic_name(Topic.QUARANTINE, settings)
+        self._producer = producer(settings, client_overrides)
         self._failures: list[str] = []
+        self._on_too_large = on_too_large
         self.sent = 0
 
-    def _on_delivery(self, error: KafkaError | None, _msg: Message) -> None:
-        if error is not None:
+    def _on_delivery(self, error: KafkaError | None, msg: Message) -> None:
+        if error is None:
+            return
+        if error.code() == KafkaError.MSG_SIZE_TOO_LARGE and self._on_too_large is not None:
+            self._on_too_large(msg.key(), msg.value() or b"")
+        else:
             self._failures.append(error.str())
 
     def publish(self, event: AnnotationEvent) -> None:
@@ -48,16 +78,36 @@ class RawPublisher:
     def publish_raw(self, key: str, value: bytes) -> None:
         """Produce ``value`` as is: sources that cannot parse their input still deliver it,
         so validate can quarantine it with a reason instead of it vanishing."""
+        self._produce(self.topic, key, value)
+        self.sent += 1
+
+    def quarantine(
+        self, held: Quarantined, key: str, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
+        """Hold back what a source could not turn into an event, with its reasons."""
+        self._produce(self.quarantine_topic, key, encode(held), headers)
+
+    def _produce(
+        self, topic: str, key: str, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
         while True:
             try:
                 self._producer.produce(
-                    self.topic, value=value, key=key.encode(), on_delivery=self._on_delivery
+                    topic,
+                    value=value,
+                    key=key.encode(),
+                    headers=list(headers),
+                    on_delivery=self._on_delivery,
                 )
                 break
             except BufferError:  # local queue full: wait for acknowledgements, then go on
                 self._producer.poll(0.5)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                raise PayloadTooLarge(f"{len(value)} bytes for {topic}: {error.str()}") from None
         self._producer.poll(0)
-        self.sent += 1
 
     def flush(self) -> None:
         """Wait until every record is acknowledged; raise if any could not be delivered."""

@@ -35,7 +35,7 @@ def unwrap(raw: bytes) -> bytes:
     """The bare event in ``raw``: the envelope's ``data`` if it is an annotation envelope."""
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return raw  # parse_raw says precisely what is wrong with it
     if isinstance(doc, dict) and doc.get("schema") == ANNOTATION_SCHEMA and "data" in doc:
         return json.dumps(doc["data"]).encode()

@@ -58,11 +58,11 @@ def _payload(case: dict[str, Any], imagery_dir: Path) -> bytes:
 
 
 def _imagery(tmp_path: Path) -> Path:
-    """The corpus's image files as the cases describe them: a corrupt file and one without
-    a CRS are there, the missing one is not."""
+    """The corpus's image files as the cases describe them: a corrupt file, one without a
+    CRS and one that is no image are there, the missing one is not."""
     imagery_dir = tmp_path / "imagery"
     imagery_dir.mkdir()
-    for name in ("corrupt.tif", "no_crs.tif"):
+    for name in ("corrupt.tif", "no_crs.tif", "not_an_image.tif"):
         shutil.copy(CORPUS.parent / name, imagery_dir / name)
     return imagery_dir
 
@@ -144,10 +144,16 @@ def test_each_bad_input_is_held_back_with_its_own_code(
     dead = {}
     for message in dead_letters.records:
         why = failure(message)
-        assert (why.stage, why.error_type, why.original_topic) == (
-            "materialize",
-            "permanent",
-            pipeline.topic(Topic.VALID),
-        ), why
-        dead[message.key().decode()] = why.code
-    assert dead == {_task_id(c): c["code"] for c in MATERIALIZE}
+        assert (why.stage, why.original_topic) == ("materialize", pipeline.topic(Topic.VALID))
+        dead[message.key().decode()] = (why.code, why.error_type, why.attempts)
+    # A transient fault is retried once per configured delay, then dead-lettered with its
+    # own code; a permanent one at once.
+    retries = len(pipeline.settings.retry_delays_s)
+    assert dead == {
+        _task_id(c): (
+            c["code"],
+            "transient" if c.get("transient") else "permanent",
+            retries + 1 if c.get("transient") else 1,
+        )
+        for c in MATERIALIZE
+    }

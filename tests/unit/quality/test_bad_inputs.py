@@ -33,6 +33,8 @@ def test_corpus_is_large_distinct_and_uses_known_codes() -> None:
     assert {c["code"] for c in MATERIALIZE} == {
         "imagery.missing",
         "imagery.corrupt",
+        "imagery.unsupported",
+        "imagery.unreachable",
         "imagery.crs_invalid",
     }
 

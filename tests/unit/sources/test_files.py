@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from shapely.geometry import shape
 
-from labelflow.model import CoordSpace, Status, Taxonomy
+from labelflow.model import AnnotationEvent, CoordSpace, Status, Taxonomy
 from labelflow.quality.annotations import validate_event
-from labelflow.sources.base import SourceFormatError, revision_of
+from labelflow.sources.base import Refused, SourceFormatError, revision_of
 from labelflow.sources.coco import parse_coco
 from labelflow.sources.files import FileOptions, detect_format, read_events
 from labelflow.sources.geojson import GeoJSONOptions, parse_geojson
@@ -54,29 +54,43 @@ def test_geojson_collection_level_image_and_custom_class_property() -> None:
     ("doc", "code"),
     [
         ({"type": "Feature"}, "geojson.invalid"),
-        (
-            {"type": "FeatureCollection", "features": [{"properties": {"class": "tree"}}]},
-            "geojson.no_task",
-        ),
-        (
-            {"type": "FeatureCollection", "image": "a.tif", "features": [{"properties": {}}]},
-            "geojson.missing_class",
-        ),
         ({"type": "FeatureCollection", "crs": 4326, "features": []}, "geojson.invalid_crs"),
-        (
-            {
-                "type": "FeatureCollection",
-                "image": "a.tif",
-                "features": [{"properties": {"class": "tree", "status": "done"}}],
-            },
-            "geojson.invalid",
-        ),
     ],
 )
-def test_geojson_that_cannot_become_events_says_why(doc: dict, code: str) -> None:
+def test_geojson_that_is_no_collection_is_refused_whole(doc: dict, code: str) -> None:
     with pytest.raises(SourceFormatError) as err:
         parse_geojson(doc, WHEN)
     assert err.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("feature", "code"),
+    [
+        ({"type": "Feature", "properties": {"class": "tree"}}, "geojson.no_task"),
+        ({"type": "Feature", "properties": {"image": "b.tif"}}, "geojson.missing_class"),
+        (
+            {
+                "type": "Feature",
+                "properties": {"image": "b.tif", "class": "tree", "status": "finished"},
+                "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]},
+            },
+            "geojson.status_invalid",
+        ),
+    ],
+)
+def test_a_bad_geojson_task_is_refused_and_the_others_flow(feature: dict, code: str) -> None:
+    good = {
+        "type": "Feature",
+        "properties": {"image": "a.tif", "class": "tree"},
+        "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]},
+    }
+    doc = {"type": "FeatureCollection", "features": [good, feature, good]}
+    first, refused = parse_geojson(doc, WHEN)
+    assert isinstance(first, AnnotationEvent) and len(first.features) == 2
+    assert isinstance(refused, Refused)
+    assert refused.code == code
+    assert refused.index == 1
+    assert "feature #1" in refused.message
 
 
 def test_coco_images_become_tasks_with_pixel_polygons() -> None:
@@ -100,21 +114,22 @@ def test_coco_images_become_tasks_with_pixel_polygons() -> None:
         ([[1, 2, 3]], "coco.invalid_segmentation"),
     ],
 )
-def test_coco_unreadable_segmentation_is_refused(segmentation: object, code: str) -> None:
+def test_coco_unreadable_segmentation_refuses_its_image(segmentation: object, code: str) -> None:
     doc = _doc("dataset.coco.json")
     doc["annotations"][0]["segmentation"] = segmentation
-    with pytest.raises(SourceFormatError) as err:
-        parse_coco(doc, WHEN)
-    assert err.value.code == code
-    assert "annotation 100" in err.value.message
+    refused, other = parse_coco(doc, WHEN)
+    assert isinstance(refused, Refused) and isinstance(other, AnnotationEvent)
+    assert refused.code == code
+    assert "annotation 100" in refused.message
+    assert "tiles/a.tif" in refused.message
 
 
-def test_coco_undefined_category_is_refused() -> None:
+def test_coco_undefined_category_refuses_its_image() -> None:
     doc = _doc("dataset.coco.json")
     doc["annotations"][0]["category_id"] = 99
-    with pytest.raises(SourceFormatError) as err:
-        parse_coco(doc, WHEN)
-    assert err.value.code == "coco.unknown_category"
+    refused, _other = parse_coco(doc, WHEN)
+    assert isinstance(refused, Refused)
+    assert refused.code == "coco.unknown_category"
 
 
 @pytest.mark.parametrize(
@@ -158,7 +173,8 @@ def test_a_touched_file_gets_a_newer_revision(tmp_path: Path) -> None:
         (b'{"type": "FeatureCollection",', "format.malformed_json"),
         (b'{"hello": "world"}', "format.unknown"),
         (b'[{"id": 1}]', "format.unknown"),
-        (b"\xff\xfe not text", "file.unreadable"),
+        (b"\xff\xfe not text", "file.encoding"),
+        (b"", "file.empty"),
     ],
 )
 def test_bad_files_raise_a_coded_error_naming_the_file(
