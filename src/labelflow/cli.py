@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from labelflow import __version__
+from labelflow.audit import audit_command
 from labelflow.config import Settings, get_settings
 from labelflow.errors import ClassifiedError, LabelflowError
 from labelflow.kafka.broker import LocalBroker
@@ -48,6 +49,7 @@ app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(runs_app, name="runs")
 app.add_typer(reconcile_app, name="reconcile")
 app.command("explain")(explain_command)
+app.command("audit")(audit_command)
 
 
 def _settings(ctx: typer.Context) -> Settings:
