@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Message
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from labelflow.catalog.store import Catalog
 from labelflow.config import Settings
@@ -213,6 +214,18 @@ def catalog_problems(catalog: Catalog, expected: dict[str, ExpectedTask]) -> lis
         if state is None or not state.deleted or state.revision != task.revision:
             problems.append(f"{task.task_id}: want deleted at r{task.revision}, got {state}")
     return problems
+
+
+def set_topic_config(settings: Settings, topic: str, name: str, value: str) -> None:
+    """Change one setting of an existing topic (``max.message.bytes``, say)."""
+    resource = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)],
+    )
+    admin = admin_client(settings)  # held until the answers are in: a dropped client aborts
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
 
 
 def failure(message: Message) -> Failure:

@@ -23,9 +23,11 @@ from labelflow.kafka.ensure import ensure_topics
 from labelflow.kafka.topics import declared_topics, resolve
 from labelflow.lineage_cli import explain_command
 from labelflow.logs import setup_logging
+from labelflow.quarantine_cli import quarantine_app
 from labelflow.reconcile.cli import reconcile_app
 from labelflow.snapshots.cli import runs_app, snapshot_app
 from labelflow.sources.cli import source_app
+from labelflow.tables import fit, listing, print_json, short_time
 
 if TYPE_CHECKING:
     from labelflow.kafka.dlq import DeadLetter
@@ -472,6 +474,7 @@ dlq_app = typer.Typer(
     help="The dead-letter topic: what failed, why, and replaying it.", no_args_is_help=True
 )
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(quarantine_app, name="quarantine")
 
 _STAGE_OPTION = typer.Option("--stage", help="Only letters of this stage.", show_default=False)
 _CODE_OPTION = typer.Option("--code", help="Only this error code.", show_default=False)
@@ -495,13 +498,18 @@ def dlq_list(
     stage: Annotated[str | None, _STAGE_OPTION] = None,
     code: Annotated[str | None, _CODE_OPTION] = None,
     since: Annotated[str | None, _SINCE_OPTION] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
 ) -> None:
-    """List dead letters: id, stage, reason, attempts, origin, last failure, replayed."""
+    """List dead letters: id, stage, reason, tries, origin, last failure, replayed."""
     from labelflow.kafka.dlq import read_dead_letters
 
     select = _dlq_filter(stage, code, since)
-    table = Table("id", "stage", "code", "attempts", "origin", "last failure", "replayed")
-    for d in filter(select, read_dead_letters(_settings(ctx))):
+    letters = list(filter(select, read_dead_letters(_settings(ctx))))
+    if as_json:
+        print_json(console, (_letter_row(d) for d in letters))
+        return
+    table = listing("id", "stage", "code", "tries", "origin", "last failure", "replayed")
+    for d in letters:
         f = d.failure
         if f is None:
             table.add_row(d.id, "?", "(headers damaged)", "", "", "", "")
@@ -512,10 +520,30 @@ def dlq_list(
             f.code,
             str(f.attempts),
             f"{f.original_topic}[{f.original_partition}]@{f.original_offset}",
-            f.last_failure.isoformat(timespec="seconds"),
+            short_time(f.last_failure),
             "yes" if d.replayed else "",
         )
-    console.print(table)
+    console.print(fit(table, console.width, "stage", "origin", "last failure"))
+    console.print(f"{len(letters)} dead letter(s)")
+
+
+def _letter_row(letter: DeadLetter) -> dict[str, object]:
+    f = letter.failure
+    row: dict[str, object] = {"id": letter.id, "replayed": letter.replayed, "failure": None}
+    if f is not None:
+        row["failure"] = {
+            "stage": f.stage,
+            "type": f.error_type,
+            "code": f.code,
+            "message": f.message,
+            "attempts": f.attempts,
+            "original_topic": f.original_topic,
+            "original_partition": f.original_partition,
+            "original_offset": f.original_offset,
+            "first_failure": f.first_failure.isoformat(),
+            "last_failure": f.last_failure.isoformat(),
+        }
+    return row
 
 
 @dlq_app.command("show")

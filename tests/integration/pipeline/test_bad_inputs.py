@@ -10,14 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from bad_inputs import CORPUS, MATERIALIZE, SPEC, VALIDATE, build
-from labelflow.kafka.clients import admin_client
 from labelflow.kafka.topics import Topic
 from labelflow.sources.publish import RawPublisher
 from labelflow.sources.synthetic import ExpectedTask, SyntheticConfig, generate
-from pipeline_support import DEAD_LETTER, QUARANTINE, StartPipeline, catalog_problems, failure
+from pipeline_support import (
+    DEAD_LETTER,
+    QUARANTINE,
+    StartPipeline,
+    catalog_problems,
+    failure,
+    set_topic_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,20 +77,9 @@ def test_each_bad_input_is_held_back_with_its_own_code(
 ) -> None:
     assert len(VALIDATE) + len(MATERIALIZE) >= 30
     pipeline = start_pipeline()
-    admin = admin_client(pipeline.settings)
-    raw_topic = ConfigResource(
-        ResourceType.TOPIC,
-        pipeline.topic(Topic.RAW),
-        incremental_configs=[
-            ConfigEntry(
-                "max.message.bytes",
-                str(MAX_RECORD_BYTES),
-                incremental_operation=AlterConfigOpType.SET,
-            )
-        ],
+    set_topic_config(
+        pipeline.settings, pipeline.topic(Topic.RAW), "max.message.bytes", str(MAX_RECORD_BYTES)
     )
-    for future in admin.incremental_alter_configs([raw_topic]).values():
-        future.result(timeout=30)
     publisher = RawPublisher(
         pipeline.settings.model_copy(
             update={"kafka_client_extra": {"message.max.bytes": str(MAX_RECORD_BYTES + 4096)}}
