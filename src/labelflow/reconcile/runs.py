@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, Table, and_, literal, select
+from sqlalchemy import Select, Table, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from labelflow.catalog.schema import Base
@@ -60,9 +60,10 @@ class RunReport(BaseModel):
 
 def _owned(scope: Scope) -> Any:
     if scope.prefix is not None:
-        # A range rather than LIKE: the primary key index serves it on every database.
-        upper = scope.prefix[:-1] + chr(ord(scope.prefix[-1]) + 1)
-        return and_(samples.c.sample_id >= scope.prefix, samples.c.sample_id < upper)
+        # LIKE, not a key range: a source usually owns most of the catalog, and a range makes
+        # SQLite walk the key index and look up every row (twice as slow as a plain scan).
+        escaped = scope.prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return samples.c.sample_id.like(escaped + "%", escape="\\")
     if scope.claimed is not None:
         claimed = select(source_tasks.c.task_id).where(source_tasks.c.source == scope.claimed)
         return samples.c.sample_id.in_(claimed)
