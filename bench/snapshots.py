@@ -16,9 +16,10 @@ peak memory of creating and diffing a snapshot of a large catalog.
    and a second snapshot is created (which diffs against the first); and a standalone diff of
    the two manifests. Prints seconds and peak RSS of each.
 
-    .venv/bin/python bench/snapshots.py [--chips 300] [--rows 200000] [--json PATH]
+    .venv/bin/python bench/snapshots.py [--chips 300] [--rows 100000] [--json PATH]
 
-The defaults take about a minute on two cores; ``--rows 1000000`` about four.
+The defaults take about a minute on two cores; ``--rows 1000000`` about eight, most of it
+filling the catalog.
 """
 
 from __future__ import annotations
@@ -316,7 +317,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-loader", action="store_true")
