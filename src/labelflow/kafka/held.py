@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import OFFSET_BEGINNING, IsolationLevel, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from labelflow.config import Settings
@@ -56,7 +56,13 @@ def read_held(
 ) -> list[HeldRecord]:
     """Every committed record of ``topic`` (a full name), oldest first per partition,
     flagged when a marker record (header ``marker``) names it."""
-    ends = _committed_ends(settings, topic, timeout_s)
+    try:
+        ends = _committed_ends(settings, topic, timeout_s)
+    except KafkaException as exc:
+        raise LabelflowError(
+            f"Kafka did not answer for {topic}: {exc.args[0].str()}",
+            hint="check that Kafka is up (labelflow kafka status)",
+        ) from None
     reader = consumer(settings, f"labelflow.held-reader.{uuid.uuid4().hex}")
     records: list[HeldRecord] = []
     marked: set[str] = set()

@@ -104,9 +104,14 @@ class RawPublisher:
                 self._producer.poll(0.5)
             except KafkaException as exc:
                 error = exc.args[0]
-                if error.code() != KafkaError.MSG_SIZE_TOO_LARGE:
-                    raise
-                raise PayloadTooLarge(f"{len(value)} bytes for {topic}: {error.str()}") from None
+                if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise PayloadTooLarge(
+                        f"{len(value)} bytes for {topic}: {error.str()}"
+                    ) from None
+                raise LabelflowError(
+                    f"Kafka refused a record for {topic}: {error.str()}",
+                    hint="check that Kafka is up and the topics exist (labelflow topics ensure)",
+                ) from None
         self._producer.poll(0)
 
     def flush(self) -> None:
