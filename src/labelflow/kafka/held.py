@@ -1,5 +1,6 @@
 """Topics that hold records back for a person (dead letters, quarantine): read them to their
-committed end, and write chosen ones back into the pipeline exactly once.
+committed end (:func:`labelflow.kafka.scan.scan`), and write chosen ones back into the
+pipeline exactly once.
 
 A held record's id is ``<partition>:<offset>`` in its topic, stable for as long as the topic
 retains it. Writing one back happens in one transaction with a *marker* record in the same
@@ -12,17 +13,15 @@ racing it.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import OFFSET_BEGINNING, IsolationLevel, KafkaException, TopicPartition
-from confluent_kafka.admin import OffsetSpec
+from confluent_kafka import KafkaException
 
 from labelflow.config import Settings
 from labelflow.errors import LabelflowError
-from labelflow.kafka.clients import admin_client, consumer, producer
+from labelflow.kafka.clients import producer
+from labelflow.kafka.scan import scan
 from labelflow.stage import Headers
 
 READ_TIMEOUT_S = 30.0
@@ -56,68 +55,32 @@ def read_held(
 ) -> list[HeldRecord]:
     """Every committed record of ``topic`` (a full name), oldest first per partition,
     flagged when a marker record (header ``marker``) names it."""
+    records: list[HeldRecord] = []
+    marked: set[str] = set()
     try:
-        ends = _committed_ends(settings, topic, timeout_s)
+        for message in scan(settings, topic, timeout_s=timeout_s):
+            headers = tuple((k, v or b"") for k, v in message.headers() or ())
+            marks = dict(headers).get(marker)
+            if marks is not None:
+                marked.add(marks.decode())
+                continue
+            records.append(
+                HeldRecord(
+                    id=f"{message.partition()}:{message.offset()}",
+                    key=message.key(),
+                    value=message.value() or b"",
+                    headers=headers,
+                    timestamp_ms=message.timestamp()[1],
+                )
+            )
     except KafkaException as exc:
         raise LabelflowError(
             f"Kafka did not answer for {topic}: {exc.args[0].str()}",
             hint="check that Kafka is up (labelflow kafka status)",
         ) from None
-    reader = consumer(settings, f"labelflow.held-reader.{uuid.uuid4().hex}")
-    records: list[HeldRecord] = []
-    marked: set[str] = set()
-    try:
-        pending = {p for p, end in ends.items() if end > 0}
-        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
-        deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
-        while pending:
-            if datetime.now(UTC) > deadline:
-                raise LabelflowError(f"Reading {topic} did not finish within {timeout_s:.0f} s.")
-            for message in reader.consume(num_messages=500, timeout=0.5):
-                if message.error() is not None:
-                    continue
-                partition, offset = message.partition(), message.offset()
-                headers = tuple((k, v or b"") for k, v in message.headers() or ())
-                marks = dict(headers).get(marker)
-                if marks is not None:
-                    marked.add(marks.decode())
-                elif offset < ends[partition]:
-                    records.append(
-                        HeldRecord(
-                            id=f"{partition}:{offset}",
-                            key=message.key(),
-                            value=message.value() or b"",
-                            headers=headers,
-                            timestamp_ms=message.timestamp()[1],
-                        )
-                    )
-                if offset + 1 >= ends[partition]:
-                    pending.discard(partition)
-            for tp in reader.position([TopicPartition(topic, p) for p in list(pending)]):
-                if tp.offset >= ends[tp.partition]:
-                    pending.discard(tp.partition)  # the end is a transaction marker
-    finally:
-        reader.close()
     return [
         HeldRecord(r.id, r.key, r.value, r.headers, r.timestamp_ms, r.id in marked) for r in records
     ]
-
-
-def _committed_ends(settings: Settings, topic: str, timeout_s: float) -> dict[int, int]:
-    """Each partition's last stable offset: reading to it sees every committed record, and
-    never waits on a transaction a worker still has open."""
-    admin = admin_client(settings)
-    metadata = admin.list_topics(topic, timeout=timeout_s).topics[topic]
-    if metadata.error is not None:
-        raise LabelflowError(
-            f"The topic {topic} is not available: {metadata.error.str()}",
-            hint="create the topics with: labelflow topics ensure",
-        )
-    wanted = {TopicPartition(topic, p): OffsetSpec.latest() for p in metadata.partitions}
-    futures = admin.list_offsets(
-        wanted, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=timeout_s
-    )
-    return {tp.partition: f.result(timeout=timeout_s).offset for tp, f in futures.items()}
 
 
 def write_back(
