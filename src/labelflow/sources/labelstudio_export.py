@@ -26,6 +26,7 @@ refused here: they become events whose shapes validate quarantines, as on the li
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -96,7 +97,7 @@ def parse_tasks(
         parsed = parse_task(task, index, options, project)
         if isinstance(parsed, AnnotationEvent):
             first = seen.setdefault((parsed.task_id, parsed.revision), (index, parsed))
-            if first[1] != parsed:
+            if first[1] is not parsed and first[1] != parsed:
                 parsed = Refused.of(
                     "labelstudio.task_id_duplicate",
                     f"{_name(task, index)}: id: task {parsed.task_id!r} at revision "
@@ -457,9 +458,14 @@ def _check_event(event: AnnotationEvent) -> None:
 
 
 def _all_finite(value: Any) -> bool:
-    if isinstance(value, list | tuple):
-        return all(_all_finite(v) for v in value)
-    return value is None or not is_number(value) or is_finite(value)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return False
+    return True
 
 
 # --- helpers -------------------------------------------------------------------------------
