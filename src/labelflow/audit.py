@@ -40,10 +40,12 @@ from labelflow.config import Settings
 from labelflow.errors import ClassifiedError
 from labelflow.events import decode
 from labelflow.kafka.clients import consumer
+from labelflow.kafka.dlq import read_dead_letters
+from labelflow.kafka.quarantine import read_quarantine
 from labelflow.kafka.retry import Failure
 from labelflow.kafka.scan import METADATA_TIMEOUT_S, scan
 from labelflow.kafka.topics import Topic, retry_topic, topic_name
-from labelflow.model import AnnotationEvent, Quarantined, SampleRemoval, SampleVersion
+from labelflow.model import AnnotationEvent, SampleRemoval, SampleVersion
 from labelflow.stage import Stage
 from labelflow.stages import commit, materialize, validate
 
@@ -111,29 +113,25 @@ def _status(message: Message) -> AnnotationEvent | None:
         return None
 
 
+def _origin(failure: Failure | None) -> tuple[str, Coords] | None:
+    if failure is None:
+        return None
+    where = (failure.original_topic, failure.original_partition, failure.original_offset)
+    return (failure.stage, where)
+
+
 def _held(settings: Settings) -> _Held:
     held = _Held()
-    for message in scan(settings, topic_name(Topic.QUARANTINE, settings)):
-        try:
-            record = decode(message.value())
-        except ClassifiedError:
-            continue
-        if isinstance(record, Quarantined):
-            where = (record.source_topic, record.source_partition, record.source_offset)
-            held.quarantined.add((record.stage, where))
-    failed = [(Topic.DEAD_LETTER, held.dead)] + [
-        (retry_topic(n), held.retrying) for n in range(1, len(settings.retry_delays_s) + 1)
-    ]
-    for logical, into in failed:
-        for message in scan(settings, topic_name(logical, settings)):
-            failure = Failure.from_headers(message.headers() or [])
-            if failure is not None:
-                where = (
-                    failure.original_topic,
-                    failure.original_partition,
-                    failure.original_offset,
-                )
-                into.add((failure.stage, where))
+    for item in read_quarantine(settings):
+        if item.held is not None:
+            q = item.held
+            held.quarantined.add((q.stage, (q.source_topic, q.source_partition, q.source_offset)))
+    held.dead = {o for d in read_dead_letters(settings) if (o := _origin(d.failure))}
+    for n in range(1, len(settings.retry_delays_s) + 1):
+        for message in scan(settings, topic_name(retry_topic(n), settings)):
+            origin = _origin(Failure.from_headers(message.headers() or []))
+            if origin is not None:
+                held.retrying.add(origin)
     return held
 
 

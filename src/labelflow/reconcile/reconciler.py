@@ -27,10 +27,8 @@ import pyarrow as pa
 
 from labelflow.catalog.store import Catalog
 from labelflow.config import Settings
-from labelflow.events import decode
-from labelflow.kafka.scan import scan
-from labelflow.kafka.topics import Topic, topic_name
-from labelflow.model import AnnotationEvent, Quarantined
+from labelflow.kafka.quarantine import read_quarantine
+from labelflow.model import AnnotationEvent
 from labelflow.quality.annotations import Code
 from labelflow.reconcile import runs
 from labelflow.reconcile.drift import CATEGORIES, HELD_SCHEMA, Bounds, classify
@@ -66,12 +64,9 @@ def held_in_quarantine(settings: Settings) -> HeldIndex:
     def read() -> pa.Table:
         ids: list[str] = []
         revisions: list[int] = []
-        for message in scan(settings, topic_name(Topic.QUARANTINE, settings)):
-            try:
-                held = decode(message.value())
-            except Exception:  # noqa: BLE001 - an undecodable record names no revision
-                continue
-            if not isinstance(held, Quarantined) or held.task_id is None or held.revision is None:
+        for item in read_quarantine(settings):
+            held = item.held
+            if held is None or held.task_id is None or held.revision is None:
                 continue
             if all(r.code == Code.REVISION_STALE for r in held.reasons):
                 continue

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, Table, literal, select
+from sqlalchemy import Select, Table, and_, exists, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from labelflow.catalog.schema import Base
@@ -29,6 +29,8 @@ samples: Table = Base.metadata.tables["samples"]
 source_tasks: Table = Base.metadata.tables["source_tasks"]
 runs: Table = Base.metadata.tables["reconcile_runs"]
 repairs: Table = Base.metadata.tables["reconcile_repairs"]
+versions: Table = Base.metadata.tables["sample_versions"]
+tombstones: Table = Base.metadata.tables["sample_tombstones"]
 
 FETCH_ROWS = 100_000
 """Rows per fetch from the driver: bounds the Python tuples alive at once while a million-row
@@ -98,19 +100,41 @@ def catalog_state(catalog: Catalog, scope: Scope) -> pa.Table:
     return pa.table([ids, revisions, flags], schema=CATALOG_SCHEMA)
 
 
+def _not_committed_since(task_id: Any, revision: Any, since: Any) -> Any:
+    """No version or tombstone of that revision was written after the marker: a revision
+    committed and later lost from ``samples`` is missing, not stuck in the pipeline."""
+    return and_(
+        *(
+            ~exists().where(
+                table.c.sample_id == task_id,
+                table.c.revision == revision,
+                table.c.committed_at >= since,
+            )
+            for table in (versions, tombstones)
+        )
+    )
+
+
 def markers(catalog: Catalog, source: str, scope: Scope) -> pa.Table:
-    """Revisions accepted into the pipeline and when: this source's repairs, plus the
-    emissions the source claimed itself (``source_tasks``) when it keeps any."""
+    """Revisions accepted into the pipeline and when, and not committed since: this source's
+    repairs, plus the emissions the source claimed itself (``source_tasks``) if it keeps any."""
     mine = select(
         repairs.c.task_id, repairs.c.revision, repairs.c.last_at, repairs.c.first_at,
         repairs.c.attempts,
-    ).where(repairs.c.source == source)  # fmt: skip
+    ).where(
+        repairs.c.source == source,
+        _not_committed_since(repairs.c.task_id, repairs.c.revision, repairs.c.first_at),
+    )  # fmt: skip
     ids, revisions, last, first, attempts = _fetch_columns(catalog, mine, 5)
     if scope.claimed is not None:
         theirs = select(
             source_tasks.c.task_id, source_tasks.c.revision, source_tasks.c.updated_at
         ).where(
-            source_tasks.c.source == scope.claimed, ~source_tasks.c.emitted_by.like("reconcile:%")
+            source_tasks.c.source == scope.claimed,
+            ~source_tasks.c.emitted_by.like("reconcile:%"),
+            _not_committed_since(
+                source_tasks.c.task_id, source_tasks.c.revision, source_tasks.c.updated_at
+            ),
         )
         more_ids, more_revisions, when = _fetch_columns(catalog, theirs, 3)
         ids += more_ids
