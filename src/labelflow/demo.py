@@ -23,6 +23,7 @@ from rich.table import Table
 
 from labelflow.catalog.store import Catalog
 from labelflow.config import Settings
+from labelflow.errors import ClassifiedError
 from labelflow.events import decode
 from labelflow.kafka import retry
 from labelflow.kafka.clients import admin_client, consumer
@@ -60,7 +61,7 @@ class TopicTally:
 
     settings: Settings
     topic: Topic
-    key_of: Callable[[bytes | None, dict[str, bytes]], str]
+    key_of: Callable[[bytes | None, dict[str, bytes]], str | None]
     counts: Counter[str] = field(default_factory=Counter)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -79,7 +80,9 @@ class TopicTally:
                     for msg in reader.consume(num_messages=500, timeout=0.2):
                         if msg.error() is None:
                             headers = {k: v or b"" for k, v in msg.headers() or ()}
-                            self.counts[self.key_of(msg.value(), headers)] += 1
+                            key = self.key_of(msg.value(), headers)
+                            if key is not None:
+                                self.counts[key] += 1
             finally:
                 reader.close()
 
@@ -118,8 +121,14 @@ def _end_offset(reader: Consumer, topic: str, partition: int, timeout_s: float =
             time.sleep(0.2)
 
 
-def _quarantine_reason(value: bytes | None, _headers: dict[str, bytes]) -> str:
-    held = decode(value)
+def _quarantine_reason(value: bytes | None, _headers: dict[str, bytes]) -> str | None:
+    """The first reason of a quarantine record; None for a re-run marker (no value)."""
+    if not value:
+        return None
+    try:
+        held = decode(value)
+    except ClassifiedError as exc:
+        return exc.code
     return held.reasons[0].code if isinstance(held, Quarantined) else "unknown"
 
 
