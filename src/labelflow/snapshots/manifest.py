@@ -266,15 +266,24 @@ def with_splits(table: pa.Table, rules: SplitRules) -> pa.Table:
         ],
         axis=1,
     ).reshape(table.num_rows, 4)
-    assignment = assign_splits(
-        bounds, table.column("crs").to_pylist(), table.column("image_uri").to_pylist(), rules
-    )
+    crs = _shared_strings(table.column("crs"))
+    scenes = _shared_strings(table.column("image_uri"))
+    assignment = assign_splits(bounds, crs, scenes, rules)
     return (
         table.append_column("split", pa.array(assignment.split, pa.string()))
         .append_column("grid", pa.array(assignment.grid, pa.string()))
         .append_column("block_x", pa.array(assignment.block_x, pa.int64()))
         .append_column("block_y", pa.array(assignment.block_y, pa.int64()))
     )
+
+
+def _shared_strings(column: pa.ChunkedArray) -> np.ndarray:
+    """A string column as an object array whose equal values are one Python string: a few
+    distinct CRSs and scenes, not a million copies of them."""
+    encoded = column.dictionary_encode().combine_chunks()
+    values = np.array([*encoded.dictionary.to_pylist(), None], dtype=object)
+    indices = encoded.indices.fill_null(len(encoded.dictionary)).to_numpy()
+    return values[indices]
 
 
 def stats(table: pa.Table, classes: list[str]) -> Stats:
