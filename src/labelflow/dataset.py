@@ -13,7 +13,7 @@ yielded. A state from another snapshot, split or order is refused rather than si
 misapplied.
 
 Speed: iteration decodes ahead on a few threads (GDAL releases the GIL while decoding), in
-order, and decodes each GeoTIFF from memory (no directory scan for sidecar files). The local blob
+order, with GDAL's directory scan for sidecar files switched off in those threads. The local blob
 cache (:class:`BlobCache`) keeps a verified copy of every blob read from a store that is not
 a local directory; over a local store it is off by default, since it would only copy files
 that are already local (``cache=True`` forces it, e.g. onto a faster disk).
@@ -32,12 +32,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from rasterio.io import MemoryFile
+import rasterio
 
 from labelflow.catalog.blobs import BlobStore, atomic_write
 from labelflow.config import Settings, get_settings
 from labelflow.errors import LabelflowError
 from labelflow.snapshots.store import Snapshot, SnapshotStore
+
+READ_AHEAD_GDAL = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 READ_AHEAD = 8
 """Samples decoded ahead of the one being yielded: enough to keep the threads busy, bounded so
@@ -147,7 +149,9 @@ class SnapshotReader:
                 self.position = index + 1
                 yield sample
             return
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="labelflow-read") as pool:
+        with ThreadPoolExecutor(
+            self.threads, thread_name_prefix="labelflow-read", initializer=_quiet_gdal
+        ) as pool:
             ahead: list[Future[Sample]] = []
             next_index = start
             for index in range(start, len(self)):
@@ -184,11 +188,15 @@ class SnapshotReader:
 
     def _read(self, key: str) -> np.ndarray:
         path = self._cache.path(key) if self._cache is not None else self._blobs.path(key)
-        # Decoded from memory: GDAL opening a path would first list the blob's directory
-        # (thousands of entries) for sidecar files a blob store never has, and switching
-        # that off takes a GDAL environment per call or one that leaks into user code.
-        with MemoryFile(path.read_bytes()) as memfile, memfile.open() as src:
+        with rasterio.open(path) as src:
             return src.read()
+
+
+def _quiet_gdal() -> None:
+    """Thread initializer of the read-ahead pool: GDAL in these threads skips listing a
+    blob's directory for sidecar files a blob store never has. Entered for the thread's
+    life, which is the pool's: user code in other threads keeps its own GDAL settings."""
+    rasterio.Env(**READ_AHEAD_GDAL).__enter__()
 
 
 def open_snapshot(
