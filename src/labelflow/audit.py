@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import typer
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Message
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
@@ -43,7 +43,7 @@ from labelflow.kafka.clients import consumer
 from labelflow.kafka.dlq import read_dead_letters
 from labelflow.kafka.quarantine import read_quarantine
 from labelflow.kafka.retry import Failure
-from labelflow.kafka.scan import METADATA_TIMEOUT_S, scan
+from labelflow.kafka.scan import committed, scan
 from labelflow.kafka.topics import Topic, retry_topic, topic_name
 from labelflow.model import AnnotationEvent, SampleRemoval, SampleVersion
 from labelflow.stage import Stage
@@ -139,15 +139,11 @@ def _committed(
     settings: Settings, stage: Stage, topic: str, partitions: Iterable[int]
 ) -> dict[int, int]:
     """The stage group's committed offset per partition (0 where it committed nothing)."""
-    group = settings.topic_prefix + stage.consumer_group
-    reader = consumer(settings, group)
+    reader = consumer(settings, settings.topic_prefix + stage.consumer_group)
     try:
-        found = reader.committed(
-            [TopicPartition(topic, p) for p in partitions], timeout=METADATA_TIMEOUT_S
-        )
+        return committed(reader, topic, partitions)
     finally:
         reader.close()
-    return {tp.partition: max(tp.offset, 0) for tp in found}
 
 
 def _outputs(settings: Settings, logical: str) -> Counter[Identity]:

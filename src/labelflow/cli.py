@@ -21,7 +21,7 @@ from labelflow.kafka.broker import LocalBroker
 from labelflow.kafka.clients import admin_client
 from labelflow.kafka.ensure import ensure_topics
 from labelflow.kafka.topics import declared_topics, resolve
-from labelflow.lineage_cli import explain_command
+from labelflow.lineage_cli import explain_command, lineage_app
 from labelflow.logs import setup_logging
 from labelflow.quarantine_cli import quarantine_app
 from labelflow.reconcile.cli import reconcile_app
@@ -52,6 +52,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(reconcile_app, name="reconcile")
 app.command("explain")(explain_command)
 app.command("audit")(audit_command)
+app.add_typer(lineage_app, name="lineage")
 
 
 def _settings(ctx: typer.Context) -> Settings:

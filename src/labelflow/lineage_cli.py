@@ -1,7 +1,9 @@
-"""``labelflow explain SAMPLE_ID``: the whole chain of one sample, readable or as JSON."""
+"""``labelflow explain SAMPLE_ID``: the whole chain of one sample, readable or as JSON; and
+``labelflow lineage forward``: OpenLineage events from Kafka to their transport."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,6 +15,8 @@ from labelflow.config import Settings
 from labelflow.lineage import Explanation, explain
 
 console = Console()
+
+lineage_app = typer.Typer(help="OpenLineage events: forward them to a file or an endpoint.")
 
 
 def explain_command(
@@ -94,3 +98,25 @@ def render(found: Explanation) -> None:
             f"({r['attempts']} attempt(s), last {r['last_at']})",
             highlight=False,
         )
+
+
+@lineage_app.command("forward")
+def lineage_forward(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None, typer.Option(help="An OpenLineage HTTP endpoint (e.g. Marquez).")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="JSON lines file (default <data dir>/lineage/events.jsonl).")
+    ] = None,
+    follow: Annotated[bool, typer.Option(help="Keep forwarding until Ctrl-C.")] = False,
+) -> None:
+    """Send the events waiting in the lineage topic to the transport, in order; each is
+    committed only once the transport took it, so an endpoint that is down loses nothing."""
+    from labelflow.openlineage import file_transport, forward, http_transport
+
+    settings: Settings = ctx.obj
+    path = file or settings.data_dir / "lineage" / "events.jsonl"
+    transport = http_transport(url) if url else file_transport(path)
+    sent = forward(settings, transport, once=not follow)
+    console.print(f"{sent} lineage event(s) forwarded to {url or path}", highlight=False)

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from labelflow.config import Settings
 from labelflow.errors import LabelflowError
@@ -23,6 +30,12 @@ SCAN_TIMEOUT_S = 60.0
 """Bound on one scan: a broker that stops answering must end the command with an error."""
 
 METADATA_TIMEOUT_S = 10.0
+
+_COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,25 @@ def spans(settings: Settings, topic: str, reader: Consumer | None = None) -> lis
     finally:
         if own:
             reader.close()
+
+
+def committed(reader: Consumer, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The committed offset of ``reader``'s group per partition (0 where none is).
+
+    Asked again while the broker answers with a retriable error: right after a broker starts
+    its group coordinator is still loading and says so (``NOT_COORDINATOR``)."""
+    wanted = [TopicPartition(topic, p) for p in partitions]
+    deadline = time.monotonic() + SCAN_TIMEOUT_S
+    while True:
+        try:
+            found = reader.committed(wanted, timeout=METADATA_TIMEOUT_S)
+            return {tp.partition: max(tp.offset, 0) for tp in found}
+        except KafkaException as exc:
+            error = exc.args[0]
+            again = error.retriable() or error.code() in _COORDINATOR_MOVING
+            if not again or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def scan(

@@ -68,6 +68,7 @@ def reconcile(
     annotations.raw, record the run. Exit 1 when tasks are stuck or held in quarantine."""
     if ctx.invoked_subcommand is not None:
         return
+    from labelflow.openlineage import reconcile_lineage
     from labelflow.reconcile.reconciler import Reconciler
 
     settings: Settings = ctx.obj
@@ -75,7 +76,8 @@ def reconcile(
     try:
         with Catalog(settings.resolved_catalog_url) as catalog:
             catalog.migrate()
-            report = Reconciler(settings, catalog, listing).run(dry_run=dry_run)
+            lineage = None if dry_run else reconcile_lineage(settings)
+            report = Reconciler(settings, catalog, listing, lineage=lineage).run(dry_run=dry_run)
     finally:
         close = getattr(listing, "close", None)
         if close is not None:

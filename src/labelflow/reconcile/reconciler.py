@@ -6,7 +6,8 @@
 3. classify drift (:func:`labelflow.reconcile.drift.classify`, one query);
 4. ask the source for the repair events of the tasks owed one, publish them into
    ``annotations.raw`` and wait for the broker's acknowledgement;
-5. record the run and its repairs in one transaction.
+5. record the run and its repairs in one transaction, then hand the run to ``lineage``
+   (OpenLineage events into Kafka, :mod:`labelflow.openlineage`), if given.
 
 A crash between 4 and 5 leaves repairs published but not recorded: the next run sees the
 tasks still drifted (or already repaired) and emits them again at most once more, which the
@@ -88,6 +89,7 @@ class Reconciler:
         *,
         publish: Publish | None = None,
         held: HeldIndex | None = None,
+        lineage: Callable[[RunReport], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -96,6 +98,7 @@ class Reconciler:
         self.source = source
         self.publish = publish or publish_raw(settings)
         self.held = held or held_in_quarantine(settings)
+        self.lineage = lineage
         self.clock = clock
 
     def run(self, *, dry_run: bool = False) -> RunReport:
@@ -174,6 +177,11 @@ class Reconciler:
                 runs.record(self.catalog, report, emitted, started)
             except Exception:
                 log.exception("could not record reconcile run %s", run_id)
+            if self.lineage is not None:
+                try:
+                    self.lineage(report)
+                except Exception:
+                    log.exception("could not emit the lineage of reconcile run %s", run_id)
         log.info(
             "reconciled",
             extra={"source": report.source, "counts": report.counts, "repairs": report.repairs},
@@ -191,6 +199,7 @@ def start_reconciling(settings: Settings, stop: threading.Event) -> threading.Th
         return None
 
     def loop() -> None:
+        from labelflow.openlineage import reconcile_lineage
         from labelflow.reconcile.listing import LabelStudioSource
 
         while not stop.wait(interval):
@@ -198,7 +207,8 @@ def start_reconciling(settings: Settings, stop: threading.Event) -> threading.Th
                 source = LabelStudioSource(settings, project)
                 with Catalog(settings.resolved_catalog_url) as catalog:
                     try:
-                        Reconciler(settings, catalog, source).run()
+                        lineage = reconcile_lineage(settings)
+                        Reconciler(settings, catalog, source, lineage=lineage).run()
                     finally:
                         source.close()
             except Exception:  # the next cycle tries again; a failed run is recorded
