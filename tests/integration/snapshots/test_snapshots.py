@@ -211,3 +211,34 @@ def test_the_cli_creates_lists_shows_and_diffs(world: World) -> None:
     assert "6 added, 0 removed, 0 changed" in diffed.output
     excluded = SnapshotStore.from_settings(world.settings).open("v2").meta.stats.splits
     assert set(excluded) <= {"train", "val", "test", EXCLUDED}
+
+
+def test_manifest_columns_hold_the_catalogued_values(world: World) -> None:
+    world.add(range(12))
+    world.add(range(12, 15), failed_check=True, classes=("road",))
+    lenient = world.settings.model_copy(
+        update={"snapshots": SnapshotSettings(gates=GateRules(max_failed_members=3))}
+    )
+    snapshot = SnapshotStore.from_settings(lenient).create("v1", world.catalog, lenient)
+    rows = snapshot.manifest().to_pylist()
+    assert len(rows) == 15
+    for row in rows:
+        version = world.catalog.get(row["sample_id"])
+        assert version is not None
+        assert (row["minx"], row["miny"], row["maxx"], row["maxy"]) == version.bounds
+        assert (row["width"], row["height"], row["crs"]) == (
+            version.width,
+            version.height,
+            version.crs,
+        )
+        assert dict(row["class_pixels"]) == version.class_pixels
+        assert row["failed_checks"] == [c.code for c in version.checks if not c.passed]
+        assert (row["source"], row["image_uri"], row["code_version"], row["config_hash"]) == (
+            version.lineage.source,
+            version.lineage.image_uri,
+            version.lineage.code_version,
+            version.lineage.config_hash,
+        )
+    newest = max(row["committed_at"] for row in rows)
+    assert newest == snapshot.meta.catalog.last_version_at
+    assert snapshot.meta.stats.failed_members == 3
