@@ -146,9 +146,9 @@ def export(
     ctx: typer.Context,
     name: Annotated[str, _NAME],
     out: Annotated[Path, typer.Option("--out", "-o", help="A new directory to write.")],
-    fmt: Annotated[str, typer.Option("--format", help="dir or coco.")] = "dir",
+    fmt: Annotated[str, typer.Option("--format", help="dir, coco or webdataset.")] = "dir",
 ) -> None:
-    """Write a snapshot's images, masks and metadata as plain files or COCO."""
+    """Write a snapshot's images, masks and metadata as plain files, COCO or WebDataset."""
     from labelflow.catalog.blobs import BlobStore
     from labelflow.snapshots.export import export as export_snapshot
     from labelflow.snapshots.store import SnapshotStore

@@ -97,3 +97,24 @@ def test_runs_are_recorded_and_found_by_sample(world_v1: World, tmp_path: Path) 
     assert runs_for_sample(world_v1.settings, "s99999") == []
     listed = runner.invoke(app, [*base, "list", "--sample", "s00000"], env=env)
     assert run.run_id in listed.output
+
+
+def test_webdataset_shards_hold_each_sample_once(world_v1: World, tmp_path: Path) -> None:
+    import tarfile
+
+    snapshot = SnapshotStore.from_settings(world_v1.settings).open("v1")
+    out = tmp_path / "wds"
+    export(snapshot, world_v1.blobs, out, "webdataset")
+    members: dict[str, bytes] = {}
+    for shard in sorted(out.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for info in tar.getmembers():
+                extracted = tar.extractfile(info)
+                assert extracted is not None
+                members[info.name] = extracted.read()
+    metas = [json.loads(v) for k, v in members.items() if k.endswith(".json")]
+    assert sorted(m["sample_id"] for m in metas) == [f"s{i:05d}" for i in range(25)]
+    for meta in metas:
+        key = file_stem(meta["sample_id"]).replace(".", "_")
+        assert members[f"{key}.image.tif"] == world_v1.blobs.get(meta["image_hash"])
+        assert members[f"{key}.mask.tif"] == world_v1.blobs.get(meta["mask_hash"])
