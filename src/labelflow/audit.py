@@ -31,7 +31,6 @@ import typer
 from confluent_kafka import Message
 from pydantic import BaseModel
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy import select, tuple_
 
 from labelflow.catalog.schema import Base
@@ -48,6 +47,7 @@ from labelflow.kafka.topics import Topic, retry_topic, topic_name
 from labelflow.model import AnnotationEvent, SampleRemoval, SampleVersion
 from labelflow.stage import Stage
 from labelflow.stages import commit, materialize, validate
+from labelflow.tables import listing
 
 EXAMPLES = 10
 """Unexplained records listed per stage: enough to start looking, not a dump."""
@@ -270,7 +270,7 @@ def audit_command(
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
     else:
-        table = Table(
+        table = listing(
             "stage", "in", "out", "quarantined", "dead-lettered", "dropped", "in flight",
             "unexplained",
         )  # fmt: skip

@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from labelflow.catalog.store import Catalog
 from labelflow.config import Settings
 from labelflow.lineage import Explanation, explain
+from labelflow.tables import listing
 
 console = Console()
 
@@ -49,10 +49,11 @@ def render(found: Explanation) -> None:
             f"(since {state.updated_at:%Y-%m-%d %H:%M:%S})",
             highlight=False,
         )
-    versions = Table(
+    versions = listing(
         "rev", "now", "image", "mask", "source / event", "imagery", "code / config",
-        "made from", "failed checks", title="versions",
+        "made from", "failed checks",
     )  # fmt: skip
+    versions.title = "versions"
     for facts in found.versions:
         v, lin = facts.version, facts.version.lineage
         failed = ", ".join(c.code for c in v.checks if not c.passed) or "-"
@@ -69,7 +70,8 @@ def render(found: Explanation) -> None:
         )
     console.print(versions)
     if found.tombstones:
-        deletions = Table("rev", "reason", "source", "from", "committed", title="deletions")
+        deletions = listing("rev", "reason", "source", "from", "committed")
+        deletions.title = "deletions"
         for t in found.tombstones:
             deletions.add_row(
                 str(t.revision),
@@ -79,7 +81,8 @@ def render(found: Explanation) -> None:
                 f"{t.committed_at:%Y-%m-%d %H:%M:%S}",
             )
         console.print(deletions)
-    steps = Table("time", "where", "what", "rev", "status", "detail", title="journey")
+    steps = listing("time", "where", "what", "rev", "status", "detail")
+    steps.title = "journey"
     for s in found.journey:
         detail = ", ".join(f"{k}={v}" for k, v in s.detail.items())
         steps.add_row(

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from labelflow.catalog.store import Catalog
 from labelflow.config import Settings
@@ -15,6 +14,7 @@ from labelflow.errors import LabelflowError
 from labelflow.reconcile.drift import CATEGORIES
 from labelflow.reconcile.listing import SourceListing
 from labelflow.reconcile.runs import RunReport
+from labelflow.tables import listing
 
 console = Console()
 
@@ -97,7 +97,7 @@ def _print_report(report: RunReport) -> None:
         f"{report.drift} drifted, {emitted}, {report.duration_s:.2f} s (run {report.run_id})",
         highlight=False,
     )
-    table = Table("category", "tasks", "examples")
+    table = listing("category", "tasks", "examples")
     for category in CATEGORIES:
         examples = ", ".join(str(e["task_id"]) for e in report.examples.get(category, []))
         table.add_row(category, str(report.counts.get(category, 0)), examples)
@@ -121,7 +121,7 @@ def reconcile_runs(
     if as_json:
         typer.echo(json.dumps([r.model_dump(mode="json") for r in found], indent=2))
         return
-    table = Table("run", "source", "started", "s", "outcome", "drift", "repairs", "counts")
+    table = listing("run", "source", "started", "s", "outcome", "drift", "repairs", "counts")
     for r in found:
         counts = ", ".join(f"{k} {n}" for k, n in r.counts.items() if n)
         table.add_row(

@@ -69,9 +69,12 @@ def test_explain_shows_every_revision_and_what_happened_to_it(pipeline: RunningP
     assert dead_lettered.detail["stage"] == "materialize"
     assert dead_lettered.detail["origin"].startswith(pipeline.topic("annotations.valid"))
 
-    result = CliRunner().invoke(
-        app, ["explain", first.task_id, "--json"], env=worker_env(pipeline.settings)
-    )
+    env = worker_env(pipeline.settings)
+    result = CliRunner().invoke(app, ["explain", first.task_id, "--json"], env=env)
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
     assert shown["state"]["revision"] == 3 and len(shown["journey"]) == len(found.journey)
+    wide = {**env, "COLUMNS": "300"}  # whole values on one line each, to find them below
+    readable = CliRunner().invoke(app, ["explain", first.task_id], env=wide)
+    assert readable.exit_code == 0, readable.output
+    assert "dead-lettered" in readable.output and "class.unknown" in readable.output

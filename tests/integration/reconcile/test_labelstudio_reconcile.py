@@ -4,13 +4,16 @@ from the project's listing, and repaired with events claimed in the source state
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pyarrow as pa
 import pytest
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
 from labelflow.catalog.store import Catalog, Deletion
+from labelflow.cli import app as cli
 from labelflow.config import Settings
 from labelflow.model import AnnotationEvent, Status
 from labelflow.reconcile.drift import HELD_SCHEMA
@@ -109,3 +112,10 @@ def test_silent_deletions_edits_and_lost_rows_are_repaired(catalog: Catalog) -> 
         finally:
             source.close()
         assert again.drift == 0 and again.repairs == 0, again.counts
+
+    env = {"LABELFLOW_CATALOG_URL": catalog.url, "LABELFLOW_CONFIG_FILE": "/nonexistent.toml"}
+    shown = CliRunner().invoke(cli, ["reconcile", "runs", "--json"], env=env)
+    assert shown.exit_code == 0, shown.output
+    runs = json.loads(shown.output)
+    assert [r["run_id"] for r in runs] == [again.run_id, report.run_id]
+    assert runs[1]["counts"]["orphaned"] == 1 and runs[1]["source"] == f"labelstudio:{PROJECT}"
