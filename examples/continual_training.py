@@ -204,9 +204,9 @@ def main() -> None:
     settings = Settings(
         data_dir=data_dir,
         taxonomy={"classes": CLASSES},
-        # Chips here are ~60 m across: blocks of 150 m, a 10 m buffer, 70 % train / 30 % val.
+        # Chips here are ~60 m across: blocks of 250 m, a 10 m buffer, 70 % train / 30 % val.
         snapshots=SnapshotSettings(
-            splits=SplitRules(block_size_m=150, buffer_m=10, fractions={"train": 0.7, "val": 0.3})
+            splits=SplitRules(block_size_m=250, buffer_m=10, fractions={"train": 0.7, "val": 0.3})
         ),
     )
     try:
