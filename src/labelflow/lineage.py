@@ -21,10 +21,12 @@ import zlib
 from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from labelflow.catalog.blobs import BlobStore
+from labelflow.catalog.schema import Base
 from labelflow.catalog.store import Catalog, SampleState, Tombstone
 from labelflow.config import Settings
 from labelflow.errors import ClassifiedError
@@ -33,6 +35,7 @@ from labelflow.kafka.retry import Failure
 from labelflow.kafka.scan import scan, spans, with_key
 from labelflow.kafka.topics import Topic, retry_topic, topic_name
 from labelflow.model import AnnotationEvent, Quarantined, SampleRemoval, SampleVersion
+from labelflow.snapshots.store import MANIFEST, SnapshotStore
 from labelflow.stages.validate import unwrap
 
 
@@ -59,6 +62,16 @@ class VersionFacts(BaseModel):
     blobs: dict[str, bool]
 
 
+class Membership(BaseModel):
+    """Whether a snapshot holds the sample, at which revision, and why not when it does not."""
+
+    snapshot: str
+    created_at: datetime
+    revision: int | None
+    split: str | None = None
+    why_not: str | None = None
+
+
 class Explanation(BaseModel):
     sample_id: str
     state: SampleState | None
@@ -66,6 +79,7 @@ class Explanation(BaseModel):
     tombstones: list[Tombstone]
     journey: list[Step]
     repair: dict[str, Any] | None
+    snapshots: list[Membership] = []
 
 
 def partition_of(key: str, partitions: int, settings: Settings) -> int | None:
@@ -95,6 +109,7 @@ def explain(settings: Settings, catalog: Catalog, sample_id: str) -> Explanation
         tombstones=catalog.tombstones(sample_id),
         journey=journey(settings, sample_id),
         repair=_repair(catalog, sample_id),
+        snapshots=memberships(settings, catalog, sample_id),
     )
 
 
@@ -175,3 +190,49 @@ def _repair(catalog: Catalog, sample_id: str) -> dict[str, Any] | None:
     with catalog.transaction() as conn:
         row = conn.execute(query).first()
     return None if row is None else dict(row._mapping)
+
+
+def memberships(settings: Settings, catalog: Catalog, sample_id: str) -> list[Membership]:
+    """The sample in each snapshot, oldest snapshot first: the revision a snapshot holds, or
+    why it holds none — no version committed yet when it was taken, or the sample deleted
+    then (a snapshot holds the live samples of its moment)."""
+    committed = _committed_at(catalog, sample_id)
+    deletions = [(t.committed_at, t.revision) for t in catalog.tombstones(sample_id)]
+    out = []
+    for snapshot in SnapshotStore.from_settings(settings).list():
+        rows = pq.read_table(
+            snapshot.path / MANIFEST,
+            columns=["sample_id", "revision", "split"],
+            filters=[("sample_id", "=", sample_id)],
+        ).to_pylist()
+        taken = snapshot.meta.created_at
+        if rows:
+            row = rows[0]
+            out.append(Membership(snapshot=snapshot.name, created_at=taken,
+                                  revision=row["revision"], split=row["split"]))  # fmt: skip
+            continue
+        before = [r for when, r in committed if when <= taken]
+        deleted = [r for when, r in deletions if when <= taken]
+        if not before and not deleted:
+            why = "no version of it was committed yet when the snapshot was taken"
+        elif deleted and max(deleted) >= max(before, default=-1):
+            why = f"it was deleted (revision {max(deleted)}) when the snapshot was taken"
+        else:
+            why = "it was live then; the snapshot left it out"
+        out.append(Membership(snapshot=snapshot.name, created_at=taken, revision=None,
+                              why_not=why))  # fmt: skip
+    return out
+
+
+def _committed_at(catalog: Catalog, sample_id: str) -> list[tuple[datetime, int]]:
+    versions = Base.metadata.tables["sample_versions"]
+    query = select(versions.c.committed_at, versions.c.revision).where(
+        versions.c.sample_id == sample_id
+    )
+    with catalog.transaction() as conn:
+        rows = conn.execute(query).all()
+    return [(_utc(when), revision) for when, revision in rows]
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

@@ -94,6 +94,18 @@ def render(found: Explanation) -> None:
             detail,
         )
     console.print(steps)
+    if found.snapshots:
+        held = listing("snapshot", "taken", "revision", "split", "why not")
+        held.title = "snapshots"
+        for m in found.snapshots:
+            held.add_row(
+                m.snapshot,
+                f"{m.created_at:%Y-%m-%d %H:%M:%S}",
+                "" if m.revision is None else str(m.revision),
+                m.split or "",
+                m.why_not or "",
+            )
+        console.print(held)
     if found.repair:
         r = found.repair
         console.print(

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from labelflow.cli import app
 from labelflow.lineage import explain
 from labelflow.model import AnnotationEvent, Feature, ImageRef, Status
+from labelflow.snapshots.store import SnapshotStore
 from labelflow.sources.synthetic import SyntheticConfig, generate
 from pipeline_support import DEAD_LETTER, RunningPipeline, worker_env
 
@@ -38,6 +39,8 @@ def test_explain_shows_every_revision_and_what_happened_to_it(pipeline: RunningP
         update={"revision": 4, "image": ImageRef(provider="geotiff", uri="/nowhere/scene.tif")}
     )
     dead = pipeline.collector(DEAD_LETTER)
+    snapshots = SnapshotStore.from_settings(pipeline.settings)
+    snapshots.create("before", pipeline.catalog, pipeline.settings, force=True)
     for event in (first, bad, approved, lost_image):
         pipeline.publish_raw(event.task_id, event.model_dump_json().encode())
     pipeline.flush()
@@ -48,6 +51,8 @@ def test_explain_shows_every_revision_and_what_happened_to_it(pipeline: RunningP
         60,
         "revision 3 in the catalog",
     )
+
+    snapshots.create("now", catalog, pipeline.settings, force=True)
 
     found = explain(pipeline.settings, catalog, first.task_id)
 
@@ -68,6 +73,9 @@ def test_explain_shows_every_revision_and_what_happened_to_it(pipeline: RunningP
     dead_lettered = next(s for s in found.journey if s.kind == "dead-lettered")
     assert dead_lettered.detail["stage"] == "materialize"
     assert dead_lettered.detail["origin"].startswith(pipeline.topic("annotations.valid"))
+
+    assert [(m.snapshot, m.revision) for m in found.snapshots] == [("before", None), ("now", 3)]
+    assert "no version" in (found.snapshots[0].why_not or "")
 
     env = worker_env(pipeline.settings)
     result = CliRunner().invoke(app, ["explain", first.task_id, "--json"], env=env)
