@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -177,11 +178,12 @@ def _audit_stage(
     stage: Stage,
     held: _Held,
     outputs: Counter[Identity] | None,
+    since_ms: int = 0,
 ) -> StageAudit:
     logical = stage.inputs[0]
     topic = topic_name(logical, settings)
     raw = logical == Topic.RAW
-    messages = list(scan(settings, topic))
+    messages = list(scan(settings, topic, lambda m: m.timestamp()[1] >= since_ms))
     committed = _committed(settings, stage, topic, {m.partition() for m in messages})
     identities = [_identity(m, raw) for m in messages]
     in_catalog = (
@@ -240,16 +242,17 @@ def _dropped(
     return event is not None and not event.removes_sample and str(event.status) not in accepted
 
 
-def audit(settings: Settings, catalog: Catalog) -> AuditReport:
-    """The balance of validate, materialize and commit."""
+def audit(settings: Settings, catalog: Catalog, since: datetime | None = None) -> AuditReport:
+    """The balance of validate, materialize and commit; with ``since``, of the records that
+    entered each stage's input topic since then (their outputs may come from any time)."""
     held = _held(settings)
+    since_ms = int(since.timestamp() * 1000) if since else 0
+    valid, ready = _outputs(settings, Topic.VALID), _outputs(settings, Topic.SAMPLES_READY)
     return AuditReport(
         stages=[
-            _audit_stage(settings, catalog, validate.STAGE, held, _outputs(settings, Topic.VALID)),
-            _audit_stage(
-                settings, catalog, materialize.STAGE, held, _outputs(settings, Topic.SAMPLES_READY)
-            ),
-            _audit_stage(settings, catalog, commit.STAGE, held, None),
+            _audit_stage(settings, catalog, validate.STAGE, held, valid, since_ms),
+            _audit_stage(settings, catalog, materialize.STAGE, held, ready, since_ms),
+            _audit_stage(settings, catalog, commit.STAGE, held, None, since_ms),
         ]
     )
 
@@ -260,13 +263,19 @@ console = Console()
 def audit_command(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only records that entered a stage since: 30m, 2h, 7d or an ISO time."),
+    ] = None,
 ) -> None:
     """Account for every record of every stage from topic offsets and the catalog; exit 1
     when any record is unexplained (listed with its topic, partition and offset)."""
+    from labelflow.kafka.dlq import parse_since
+
     settings: Settings = ctx.obj
     with Catalog(settings.resolved_catalog_url) as catalog:
         catalog.migrate()
-        report = audit(settings, catalog)
+        report = audit(settings, catalog, parse_since(since) if since else None)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
     else:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from labelflow.config import Settings
+from labelflow.service import stopped_cleanly
 from pipeline_support import RunningPipeline, log_tail, run_pipeline
 
 
@@ -21,6 +22,8 @@ def pipeline(
     yield running
     codes = running.stop()
     unclean = {
-        w.worker_id: log_tail(w.log_file) for w in running.supervisor.workers if codes[w.worker_id]
+        w.worker_id: log_tail(w.log_file)
+        for w in running.supervisor.workers
+        if not stopped_cleanly(codes[w.worker_id])
     }
     assert not unclean, f"workers did not stop cleanly: {unclean}"

@@ -5,6 +5,7 @@ coordinates of the record it came from."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from typer.testing import CliRunner
@@ -83,6 +84,12 @@ def test_audit_balances_and_finds_a_removed_record(pipeline: RunningPipeline) ->
             s.out + s.quarantined + s.dead_lettered + s.dropped + s.in_flight + s.unexplained
         )
 
+    # A window after everything holds nothing; one before it holds everything.
+    later = audit(pipeline.settings, catalog, since=datetime.now(UTC) + timedelta(hours=1))
+    assert [s.records for s in later.stages] == [0, 0, 0]
+    earlier = audit(pipeline.settings, catalog, since=datetime.now(UTC) - timedelta(hours=1))
+    assert earlier == report
+
     # A committed version removed from the catalog is unexplained, and named.
     victim = next(t for t in history.expected.values() if t.sample)
     versions = samples.metadata.tables["sample_versions"]
@@ -94,7 +101,7 @@ def test_audit_balances_and_finds_a_removed_record(pipeline: RunningPipeline) ->
         )
     result = CliRunner().invoke(app, ["audit", "--json"], env=worker_env(pipeline.settings))
     assert result.exit_code == 1, result.output
-    shown = {s["stage"]: s for s in json.loads(result.output)["stages"]}
+    shown = {s["stage"]: s for s in json.loads(result.stdout)["stages"]}
     assert shown["validate"]["unexplained"] == shown["materialize"]["unexplained"] == 0
     assert shown["commit"]["unexplained"] >= 1
     named = {(e["task_id"], e["revision"]) for e in shown["commit"]["examples"]}

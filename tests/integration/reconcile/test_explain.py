@@ -80,7 +80,7 @@ def test_explain_shows_every_revision_and_what_happened_to_it(pipeline: RunningP
     env = worker_env(pipeline.settings)
     result = CliRunner().invoke(app, ["explain", first.task_id, "--json"], env=env)
     assert result.exit_code == 0, result.output
-    shown = json.loads(result.output)
+    shown = json.loads(result.stdout)
     assert shown["state"]["revision"] == 3 and len(shown["journey"]) == len(found.journey)
     wide = {**env, "COLUMNS": "300"}  # whole values on one line each, to find them below
     readable = CliRunner().invoke(app, ["explain", first.task_id], env=wide)

@@ -116,6 +116,6 @@ def test_silent_deletions_edits_and_lost_rows_are_repaired(catalog: Catalog) -> 
     env = {"LABELFLOW_CATALOG_URL": catalog.url, "LABELFLOW_CONFIG_FILE": "/nonexistent.toml"}
     shown = CliRunner().invoke(cli, ["reconcile", "runs", "--json"], env=env)
     assert shown.exit_code == 0, shown.output
-    runs = json.loads(shown.output)
+    runs = json.loads(shown.stdout)
     assert [r["run_id"] for r in runs] == [again.run_id, report.run_id]
     assert runs[1]["counts"]["orphaned"] == 1 and runs[1]["source"] == f"labelstudio:{PROJECT}"
