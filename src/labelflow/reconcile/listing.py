@@ -20,9 +20,15 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from labelflow.catalog.store import Catalog
+from labelflow.config import Settings
+from labelflow.errors import LabelflowError
 from labelflow.model import AnnotationEvent, utcnow
-from labelflow.sources.base import revision_of
-from labelflow.sources.labelstudio import deleted_event
+from labelflow.sources.base import SourceFormatError, revision_of
+from labelflow.sources.labelstudio import deleted_event, task_to_event
+from labelflow.sources.labelstudio_api import LabelStudioClient
+from labelflow.sources.labelstudio_sync import list_tasks, source_of
+from labelflow.sources.state import SourceState
 
 LISTING_SCHEMA = pa.schema(
     [("task_id", pa.string()), ("revision", pa.int64()), ("status", pa.string())]
@@ -131,16 +137,12 @@ class LabelStudioSource:
     source state like any emission, so the labelstudio stage does not emit it a second time.
     """
 
-    def __init__(self, settings: object, project: int) -> None:
-        from labelflow.catalog.store import Catalog
-        from labelflow.config import Settings
-        from labelflow.sources.labelstudio_api import LabelStudioClient
-        from labelflow.sources.labelstudio_sync import source_of
-        from labelflow.sources.state import SourceState
-
-        assert isinstance(settings, Settings)
+    def __init__(self, settings: Settings, project: int) -> None:
         if not (settings.labelstudio_url and settings.labelstudio_token):
-            raise ValueError("no Label Studio configured (LABELFLOW_LABELSTUDIO_URL and _TOKEN)")
+            raise LabelflowError(
+                "No Label Studio to reconcile with.",
+                hint="set LABELFLOW_LABELSTUDIO_URL and LABELFLOW_LABELSTUDIO_TOKEN",
+            )
         self.project = project
         self.options = settings.labelstudio_mapping
         self.client = LabelStudioClient(
@@ -156,8 +158,6 @@ class LabelStudioSource:
         self._known: dict[str, int] | None = None
 
     def listing(self) -> pa.Table:
-        from labelflow.sources.labelstudio_sync import list_tasks
-
         rows = []
         for task in list_tasks(self.client, self.project, self.options):
             self._external[task.task_id] = task.external_id
@@ -165,9 +165,6 @@ class LabelStudioSource:
         return listing_table(rows)
 
     def repair_events(self, drifted: Sequence[Drifted], run_id: str) -> list[AnnotationEvent]:
-        from labelflow.sources.base import SourceFormatError
-        from labelflow.sources.labelstudio import task_to_event
-
         out = []
         for item in drifted:
             external_id = self._external.get(item.task_id)

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from labelflow.catalog.schema import Base
 from labelflow.catalog.store import Catalog
-from labelflow.reconcile.drift import CATALOG_SCHEMA, MARKER_SCHEMA
+from labelflow.reconcile.drift import CATALOG_SCHEMA, MARKER_SCHEMA, REPAIRED
 from labelflow.reconcile.listing import Scope
 
 samples: Table = Base.metadata.tables["samples"]
@@ -55,8 +55,7 @@ class RunReport(BaseModel):
 
     @property
     def drift(self) -> int:
-        from labelflow.reconcile.drift import REPAIRED
-
+        """Tasks that differed from the source and were owed a repair."""
         return sum(self.counts.get(c, 0) for c in REPAIRED)
 
 
