@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from labelflow.catalog.store import Catalog
 from labelflow.config import Settings
@@ -145,26 +146,27 @@ class Reconciler:
                 ),
             )
             report.listed, report.catalogued = listing.num_rows, state.num_rows
-            rows = found.to_pylist()
-            for row in rows:
-                report.counts[row["category"]] += 1
-                examples = report.examples.setdefault(row["category"], [])
-                if len(examples) < self.options.examples:
-                    examples.append({k: row[k] for k in EXAMPLE_FIELDS})
+            # Counted and sampled as columns: drift can be tens of thousands of rows.
+            for item in pc.value_counts(found["category"]).to_pylist():
+                category = item["values"]
+                report.counts[category] = item["counts"]
+                chosen = found.filter(pc.equal(found["category"], category))
+                report.examples[category] = (
+                    chosen.select(EXAMPLE_FIELDS).slice(0, self.options.examples).to_pylist()
+                )
             # 4.
             if not dry_run:
                 owed = [
                     Drifted(
                         r["task_id"], r["category"], r["source_revision"], r["catalog_revision"]
                     )
-                    for r in rows
-                    if r["repair"]
+                    for r in found.filter(found["repair"]).to_pylist()
                 ]
-                category = {d.task_id: d.category for d in owed}
+                of_task = {d.task_id: d.category for d in owed}
                 events = self.source.repair_events(owed, run_id) if owed else []
                 if events:
                     self.publish(events)
-                emitted = [(e.task_id, e.revision, category[e.task_id]) for e in events]
+                emitted = [(e.task_id, e.revision, of_task[e.task_id]) for e in events]
                 report.repairs = len(emitted)
         except Exception as exc:
             report.outcome = "failed"

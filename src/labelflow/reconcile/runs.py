@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pv
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, Table, and_, exists, literal, select
+from sqlalchemy import Select, Table, and_, exists, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from labelflow.catalog.schema import Base
@@ -31,6 +33,8 @@ runs: Table = Base.metadata.tables["reconcile_runs"]
 repairs: Table = Base.metadata.tables["reconcile_repairs"]
 versions: Table = Base.metadata.tables["sample_versions"]
 tombstones: Table = Base.metadata.tables["sample_tombstones"]
+
+UNIT_SEPARATOR = "\x1f"
 
 FETCH_ROWS = 100_000
 """Rows per fetch from the driver: bounds the Python tuples alive at once while a million-row
@@ -91,12 +95,62 @@ def _fetch_columns(catalog: Catalog, query: Select[Any], width: int) -> list[lis
 
 
 def catalog_state(catalog: Catalog, scope: Scope) -> pa.Table:
-    """Every catalog row ``scope`` owns: ``task_id``, ``revision``, ``deleted``."""
-    query = select(samples.c.sample_id, samples.c.revision, samples.c.deleted).where(_owned(scope))
+    """Every catalog row ``scope`` owns: ``task_id``, ``revision``, ``deleted``.
+
+    A million rows as Python tuples cost seconds, so each database hands them over in bulk:
+    SQLite as three concatenated strings (``group_concat``, split in C; the separator is a
+    control character, which no task id may contain), PostgreSQL as one ``COPY`` in CSV
+    parsed by Arrow; another database row by row.
+    """
+    where = _owned(scope)
+    backend = catalog.engine.dialect.name
+    if backend == "sqlite":
+        return _sqlite_state(catalog, where)
+    query = select(samples.c.sample_id, samples.c.revision, samples.c.deleted).where(where)
+    if backend == "postgresql":
+        return _copy_state(catalog, query)
     ids, revisions, deleted = _fetch_columns(catalog, query, 3)
-    # SQLite answers 0/1, PostgreSQL booleans: one cast covers both.
-    flags = pa.array(deleted).cast(pa.bool_())
-    return pa.table([ids, revisions, flags], schema=CATALOG_SCHEMA)
+    return pa.table([ids, revisions, pa.array(deleted).cast(pa.bool_())], schema=CATALOG_SCHEMA)
+
+
+def _sqlite_state(catalog: Catalog, where: Any) -> pa.Table:
+    query = select(
+        func.group_concat(samples.c.sample_id, UNIT_SEPARATOR),
+        func.group_concat(samples.c.revision, ","),
+        func.group_concat(samples.c.deleted, ""),
+    ).where(where)
+    with catalog.transaction() as conn:
+        ids, revisions, deleted = conn.execute(query).one()
+    if ids is None:
+        return CATALOG_SCHEMA.empty_table()
+    return pa.table(
+        [
+            pa.array(ids.split(UNIT_SEPARATOR)),
+            np.array(revisions.split(","), dtype=np.int64),
+            np.frombuffer(deleted.encode(), dtype=np.uint8) == ord("1"),
+        ],
+        schema=CATALOG_SCHEMA,
+    )
+
+
+def _copy_state(catalog: Catalog, query: Select[Any]) -> pa.Table:
+    # Literal values (escaped by SQLAlchemy): COPY takes no bound parameters.
+    sql = query.compile(dialect=catalog.engine.dialect, compile_kwargs={"literal_binds": True})
+    data = bytearray()
+    with catalog.transaction() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
+            for chunk in copy:
+                data += chunk
+    if not data:
+        return CATALOG_SCHEMA.empty_table()
+    return pv.read_csv(
+        pa.py_buffer(bytes(data)),
+        read_options=pv.ReadOptions(column_names=CATALOG_SCHEMA.names),
+        convert_options=pv.ConvertOptions(
+            column_types=CATALOG_SCHEMA, true_values=["t"], false_values=["f"]
+        ),
+    ).cast(CATALOG_SCHEMA)
 
 
 def _not_committed_since(task_id: Any, revision: Any, since: Any) -> Any:

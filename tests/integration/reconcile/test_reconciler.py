@@ -156,3 +156,18 @@ def test_a_quarantined_revision_fixed_at_the_source_is_told_apart(catalog: Catal
     report = run.run()
     assert [e.task_id for e in emitted] == [fixed]
     assert [r.dry_run for r in recent(catalog)] == [False, True]
+
+
+def test_the_catalog_state_is_read_whole_whatever_the_ids_hold(catalog: Catalog) -> None:
+    from labelflow.reconcile.listing import Scope
+    from labelflow.reconcile.runs import catalog_state
+
+    scope = Scope(prefix="synthetic:")
+    assert catalog_state(catalog, scope).num_rows == 0
+    ids = ["synthetic:a,b", 'synthetic:"quoted"', "synthetic:é ü", "synthetic:x\ty", "other:z"]
+    catalog.apply([make_version(sample_id, n + 1) for n, sample_id in enumerate(ids)])
+    catalog.apply([Deletion(sample_id=ids[1], revision=9)])
+    state = catalog_state(catalog, scope).to_pylist()
+    assert sorted((r["task_id"], r["revision"], r["deleted"]) for r in state) == sorted(
+        [(ids[0], 1, False), (ids[1], 9, True), (ids[2], 3, False), (ids[3], 4, False)]
+    )
