@@ -47,12 +47,12 @@ topics_app = typer.Typer(help="The pipeline's topics, declared in code.", no_arg
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(source_app, name="source")
-app.add_typer(snapshot_app, name="snapshot")
-app.add_typer(runs_app, name="runs")
 app.add_typer(reconcile_app, name="reconcile")
 app.command("explain")(explain_command)
 app.command("audit")(audit_command)
 app.add_typer(lineage_app, name="lineage")
+app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(runs_app, name="runs")
 
 
 def _settings(ctx: typer.Context) -> Settings:

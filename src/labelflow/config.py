@@ -50,7 +50,6 @@ class Settings(BaseSettings):
         description="Per-user cache (Kafka jars), shared by every data directory.",
     )
 
-    # --- Kafka -------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "WARNING",
         description="Log level of every labelflow process (the supervisor runs its workers at "
@@ -60,6 +59,7 @@ class Settings(BaseSettings):
         None, description="Log lines as key=value or JSON; JSON when stderr is not a terminal."
     )
 
+    # --- Kafka -------------------------------------------------------------------------
     kafka_bootstrap: str | None = Field(
         None, description="An external cluster; when unset the local broker is used."
     )
