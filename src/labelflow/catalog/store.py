@@ -25,6 +25,8 @@ timeout, serialization failure) is worth retrying; :class:`CatalogError` with
 from __future__ import annotations
 
 import builtins
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -427,7 +429,7 @@ def _create_engine(url: str, busy_timeout_s: float) -> Engine:
         # that does it before waiting is allowed fails at once with "database is locked".
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         # WAL: readers never block the writer nor the writer them.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor, busy_timeout_s)
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -438,6 +440,25 @@ def _create_engine(url: str, busy_timeout_s: float) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _switch_to_wal(cursor: Any, timeout_s: float) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while the database is locked.
+
+    Seen under load with several processes opening a new catalog at once: the switch failed at
+    once with "database is locked" although a busy timeout was set — SQLite does not always
+    wait in its busy handler for a journal-mode change. Once any connection made the switch
+    it is persistent and the pragma a no-op, so a short retry loop settles it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _version_row(version: SampleVersion, committed_at: datetime) -> dict[str, Any]:
