@@ -102,6 +102,19 @@ def is_finite(value: Any) -> bool:
         return False
 
 
+def all_finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in nested coordinates (an event would carry them as null,
+    and a finite percentage can still overflow once scaled to pixels)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list | tuple):
+            stack.extend(item)
+        elif is_number(item) and not is_finite(item):
+            return False
+    return True
+
+
 def revision_of(when: datetime) -> int:
     """A revision from a timestamp: microseconds since the epoch.
 

@@ -20,8 +20,7 @@ from labelflow.sources.base import (
     Parsed,
     Refused,
     SourceFormatError,
-    is_finite,
-    is_number,
+    all_finite,
     revision_of,
     validation_summary,
 )
@@ -219,18 +218,11 @@ def _feature(task_id: str, index: int, item: dict[str, Any], options: GeoJSONOpt
         raise SourceFormatError(
             "geojson.geometry_invalid", f"{where}: geometry: {geometry!r:.60} is not an object"
         )
-    if not _finite_numbers(geometry.get("coordinates")):
+    if not all_finite(geometry.get("coordinates")):
         raise SourceFormatError(
             "geometry.non_finite", f"{where}: geometry.coordinates: a coordinate is NaN or infinite"
         )
     return Feature(label=str(label), geometry=geometry, feature_id=_id(item))
-
-
-def _finite_numbers(value: Any) -> bool:
-    """No NaN or infinity anywhere in the coordinates (an event would carry them as null)."""
-    if isinstance(value, list):
-        return all(_finite_numbers(v) for v in value)
-    return not is_number(value) or is_finite(value)
 
 
 def _id(item: dict[str, Any]) -> str | None:

@@ -26,7 +26,6 @@ refused here: they become events whose shapes validate quarantines, as on the li
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +35,7 @@ from labelflow.sources.base import (
     Parsed,
     Refused,
     SourceFormatError,
+    all_finite,
     is_finite,
     is_number,
     parse_time,
@@ -449,23 +449,12 @@ _SHAPE_CHECKS: dict[str, Callable[[dict[str, Any], str], None]] = {
 def _check_event(event: AnnotationEvent) -> None:
     """Finite numbers in percent can still overflow to infinity once scaled to pixels."""
     for i, feature in enumerate(event.features):
-        if not _all_finite(feature.geometry.get("coordinates")):
+        if not all_finite(feature.geometry.get("coordinates")):
             raise _Bad(
                 "geometry.non_finite",
                 f"region {feature.feature_id or i}",
                 "a coordinate overflows to infinity in pixels",
             )
-
-
-def _all_finite(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list | tuple):
-            stack.extend(item)
-        elif isinstance(item, float) and not math.isfinite(item):
-            return False
-    return True
 
 
 # --- helpers -------------------------------------------------------------------------------
