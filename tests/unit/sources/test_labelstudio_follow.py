@@ -50,10 +50,22 @@ def state(tmp_path: Path) -> Iterator[SourceState]:
         yield SourceState(catalog)
 
 
-def _follower(
-    server: type[FakeLabelStudio], state: SourceState, hints: Hints, page_size: int = 2
+@pytest.fixture
+def hints() -> Hints:
+    return Hints()
+
+
+@pytest.fixture
+def follower(
+    server: type[FakeLabelStudio], state: SourceState, hints: Hints
 ) -> LabelStudioFollower:
-    client = LabelStudioClient(server.base_url, TOKEN, page_size=page_size)
+    return _follower(server, state, hints)
+
+
+def _follower(
+    server: type[FakeLabelStudio], state: SourceState, hints: Hints
+) -> LabelStudioFollower:
+    client = LabelStudioClient(server.base_url, TOKEN, page_size=2)
     return LabelStudioFollower(client, state, hints, 7, interval_s=0.05)
 
 
@@ -62,10 +74,8 @@ def _touch(server: type[FakeLabelStudio], task_id: int, when: str) -> None:
 
 
 def test_first_start_lists_every_task_then_only_changes(
-    server: type[FakeLabelStudio], state: SourceState
+    server: type[FakeLabelStudio], hints: Hints, follower: LabelStudioFollower
 ) -> None:
-    hints = Hints()
-    follower = _follower(server, state, hints)
     assert follower.run_once() == 4
     assert hints.ids() == [101, 102, 103, 104]
     assert all(h.action == "TASKS_LISTED" and h.snapshot for h in hints.hints)
@@ -81,11 +91,9 @@ def test_first_start_lists_every_task_then_only_changes(
 
 
 def test_an_interrupted_backfill_resumes_after_the_last_page_delivered(
-    server: type[FakeLabelStudio], state: SourceState
+    server: type[FakeLabelStudio], state: SourceState, hints: Hints, follower: LabelStudioFollower
 ) -> None:
-    hints = Hints()
     hints.fail_after = 1
-    follower = _follower(server, state, hints)
     with pytest.raises(HintNotDelivered):
         follower.run_once()
     assert hints.ids() == [101, 102]
@@ -96,11 +104,9 @@ def test_an_interrupted_backfill_resumes_after_the_last_page_delivered(
 
 
 def test_a_change_during_the_backfill_is_caught_by_the_first_poll(
-    server: type[FakeLabelStudio], state: SourceState
+    server: type[FakeLabelStudio], hints: Hints, follower: LabelStudioFollower
 ) -> None:
-    hints = Hints()
     hints.fail_after = 1
-    follower = _follower(server, state, hints)
     with pytest.raises(HintNotDelivered):
         follower.run_once()
     _touch(server, 101, "2025-03-10T00:00:00Z")  # listed already, then edited
@@ -111,10 +117,8 @@ def test_a_change_during_the_backfill_is_caught_by_the_first_poll(
 
 
 def test_changes_sharing_one_instant_beyond_a_page_are_all_listed(
-    server: type[FakeLabelStudio], state: SourceState
+    server: type[FakeLabelStudio], hints: Hints, follower: LabelStudioFollower
 ) -> None:
-    hints = Hints()
-    follower = _follower(server, state, hints)
     follower.run_once()
     hints.hints.clear()
     for n in range(7):  # a bulk update: seven tasks, one updated_at
@@ -126,10 +130,8 @@ def test_changes_sharing_one_instant_beyond_a_page_are_all_listed(
 
 
 def test_a_save_that_commits_late_is_caught_within_the_overlap(
-    server: type[FakeLabelStudio], state: SourceState
+    server: type[FakeLabelStudio], hints: Hints, follower: LabelStudioFollower
 ) -> None:
-    hints = Hints()
-    follower = _follower(server, state, hints)
     follower.run_once()
     _touch(server, 104, "2025-04-01T00:00:10Z")
     follower.run_once()
@@ -141,11 +143,9 @@ def test_a_save_that_commits_late_is_caught_within_the_overlap(
 
 
 def test_run_keeps_polling_through_failures_until_stopped(
-    server: type[FakeLabelStudio], state: SourceState
+    server: type[FakeLabelStudio], hints: Hints, follower: LabelStudioFollower
 ) -> None:
-    hints = Hints()
     hints.fail_after = 0  # the broker is down at first
-    follower = _follower(server, state, hints)
     stop = threading.Event()
     thread = threading.Thread(target=follower.run, args=(stop,))
     thread.start()
