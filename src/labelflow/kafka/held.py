@@ -14,7 +14,7 @@ racing it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from confluent_kafka import KafkaException
 
@@ -78,9 +78,7 @@ def read_held(
             f"Kafka did not answer for {topic}: {exc.args[0].str()}",
             hint="check that Kafka is up (labelflow kafka status)",
         ) from None
-    return [
-        HeldRecord(r.id, r.key, r.value, r.headers, r.timestamp_ms, r.id in marked) for r in records
-    ]
+    return [replace(r, marked=True) if r.id in marked else r for r in records]
 
 
 def write_back(
