@@ -452,16 +452,17 @@ def run_stage(
     supervisor = os.environ.get("LABELFLOW_SUPERVISOR_PID")
     parent = int(supervisor) if supervisor and supervisor.isdigit() else None
     stage_ = load_stage(stage)
-    watchdog = Watchdog(f"{stage_.name}-{worker_id or 'worker'}", parent_pid=parent)
-    runner = Runner(stage_, settings, worker_id=worker_id, watchdog=watchdog)
 
     def graceful(_signum: int = 0) -> None:
         runner.stop()
         watchdog.arm(settings.shutdown_timeout_s, "graceful stop")
 
+    watchdog = Watchdog(
+        f"{stage_.name}-{worker_id or 'worker'}", parent_pid=parent, on_orphaned=graceful
+    )
+    runner = Runner(stage_, settings, worker_id=worker_id, watchdog=watchdog)
     # Signals first, on their own thread, before any other thread exists (see SignalThread).
     SignalThread(on_first=graceful, on_second=lambda _signum: os._exit(EXIT_HUNG)).start()
-    watchdog.on_orphaned = graceful
     watchdog.start()
     if parent is not None and not die_with_parent(parent):
         return  # the supervisor died while this worker was starting

@@ -51,6 +51,7 @@ __all__ = [
     "Result",
     "Stage",
     "TransientError",
+    "classify",
     "load_stage",
 ]
 
@@ -124,11 +125,8 @@ class Processor:
         """:meth:`process_one` with its failure caught and classified."""
         try:
             return list(self.process_one(record))
-        except ClassifiedError as exc:
-            return exc
-        except Exception as exc:  # unclassified: retried, then dead-lettered
-            log.exception("stage raised an unclassified error")
-            return TransientError("stage.unhandled", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - classified below
+            return classify(exc)
 
     def process_one(self, record: Record) -> Iterable[Output]:
         raise NotImplementedError
@@ -141,6 +139,15 @@ class Processor:
 
     def close(self) -> None:
         """Release what the processor holds (connections, open files, threads)."""
+
+
+def classify(exc: Exception) -> ClassifiedError:
+    """``exc`` as a classified error: itself, or ``stage.unhandled`` (transient: retried, then
+    dead-lettered) for a bug or an unforeseen failure, logged with its traceback."""
+    if isinstance(exc, ClassifiedError):
+        return exc
+    log.error("stage raised an unclassified error", exc_info=exc)
+    return TransientError("stage.unhandled", f"{type(exc).__name__}: {exc}")
 
 
 class RecordProcessor(Processor):

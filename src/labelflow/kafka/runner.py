@@ -59,7 +59,7 @@ from confluent_kafka import (
 )
 
 from labelflow.config import Settings
-from labelflow.errors import ClassifiedError, LabelflowError, PermanentError, TransientError
+from labelflow.errors import ClassifiedError, LabelflowError, PermanentError
 from labelflow.events import encode
 from labelflow.kafka.clients import consumer, producer
 from labelflow.kafka.metrics import StageMetrics
@@ -72,7 +72,7 @@ from labelflow.kafka.retry import (
     user_headers,
 )
 from labelflow.kafka.topics import topic_name
-from labelflow.stage import Output, Processor, Record, Result, Stage
+from labelflow.stage import Output, Processor, Record, Result, Stage, classify
 from labelflow.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ class Runner:
                 self._handle_fetch(messages)
             self._producer.poll(0)
             drained = len(messages) < wanted
-            if self._batch.open and not self._aborted and (drained or self._batch_due()):
+            if self._batch.open and (drained or self._batch_due()):
                 self._commit()
             self._watch_lag()
             self._log_stats()
@@ -430,7 +430,7 @@ class Runner:
                 return results
             except Exception as exc:  # noqa: BLE001 - classified or isolated below
                 if len(records) == 1:
-                    return [_classify(exc)]
+                    return [classify(exc)]
                 log.warning(
                     "a chunk failed as a whole; processing its records one by one",
                     extra={"stage": self.stage.name, "error": str(exc)},
@@ -441,7 +441,7 @@ class Runner:
         try:
             return self._processor.process([record])[0]
         except Exception as exc:  # noqa: BLE001 - classified
-            return _classify(exc)
+            return classify(exc)
 
     def _deliver(self, item: _Item, result: Result) -> None:
         record = item.record
@@ -693,9 +693,10 @@ class Runner:
         waiting for a retry, yet nothing committed for ``stall_after_s``. Its supervisor
         restarts it; a fresh consumer and producer is what a wedged client needs."""
         now = time.monotonic()
-        if now < self._next_lag_check or not self._assigned:
-            if not self._assigned:
-                self._last_progress = now  # nothing to do is not a stall
+        if not self._assigned:
+            self._last_progress = now  # nothing to do is not a stall
+            return
+        if now < self._next_lag_check:
             return
         self._next_lag_check = now + LAG_INTERVAL_S
         waiting = self._parked.keys()
@@ -730,13 +731,6 @@ class Runner:
             "stage progress",
             extra={"stage": self.stage.name, "worker": self.worker_id, **self._stats.fields()},
         )
-
-
-def _classify(exc: Exception) -> ClassifiedError:
-    if isinstance(exc, ClassifiedError):
-        return exc
-    log.error("stage raised an unclassified error", exc_info=exc)
-    return TransientError("stage.unhandled", f"{type(exc).__name__}: {exc}")
 
 
 def _names(partitions: list[TopicPartition]) -> list[str]:

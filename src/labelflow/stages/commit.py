@@ -11,19 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from labelflow.catalog.store import Catalog, Deletion
+from labelflow.catalog.store import Deletion
 from labelflow.config import Settings
 from labelflow.kafka.topics import Topic
 from labelflow.model import SampleRemoval, SampleVersion
 from labelflow.stage import PermanentError, Processor, Record, Result, Stage
+from labelflow.stages.context import StageContext
 
 
 class Committer(Processor):
     """Writes each chunk of sample versions and removals in one catalog transaction."""
 
     def __init__(self, settings: Settings) -> None:
-        self.catalog = Catalog(settings.resolved_catalog_url)
-        self.catalog.migrate()
+        self.ctx = StageContext.open(settings, catalog=True)
+        assert self.ctx.catalog is not None
+        self.catalog = self.ctx.catalog
 
     def process(self, records: Sequence[Record]) -> list[Result]:
         writes: list[SampleVersion | Deletion] = []
@@ -39,7 +41,7 @@ class Committer(Processor):
         return results
 
     def close(self) -> None:
-        self.catalog.close()
+        self.ctx.close()
 
 
 def _write_of(record: Record) -> SampleVersion | Deletion:

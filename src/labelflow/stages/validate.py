@@ -17,12 +17,13 @@ import json
 import logging
 from collections.abc import Sequence
 
-from labelflow.catalog.store import Catalog, SampleState
+from labelflow.catalog.store import SampleState
 from labelflow.config import Settings
 from labelflow.kafka.topics import Topic
 from labelflow.model import ANNOTATION_SCHEMA, AnnotationEvent, Quarantined, Reason
 from labelflow.quality.annotations import parse_raw, validate_event
 from labelflow.stage import Output, Processor, Record, Result, Stage
+from labelflow.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,9 @@ class Validator(Processor):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.catalog = Catalog(settings.resolved_catalog_url)
-        self.catalog.migrate()
+        self.ctx = StageContext.open(settings, catalog=True)
+        assert self.ctx.catalog is not None
+        self.catalog = self.ctx.catalog
 
     def process(self, records: Sequence[Record]) -> list[Result]:
         parsed = [self._parse(record) for record in records]
@@ -120,7 +122,7 @@ class Validator(Processor):
         return [Output(Topic.VALID, event, key=event.task_id)]
 
     def close(self) -> None:
-        self.catalog.close()
+        self.ctx.close()
 
 
 STAGE = Stage(
