@@ -28,7 +28,7 @@ import builtins
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
@@ -109,17 +109,10 @@ class Deletion(BaseModel):
     kafka_offset: int | None = None
 
 
-class Tombstone(BaseModel):
-    """One recorded deletion of a sample."""
+class Tombstone(Deletion):
+    """One recorded deletion of a sample: the :class:`Deletion` written, and when."""
 
-    sample_id: str
-    revision: int
     reason: str
-    source: str | None = None
-    event_id: str | None = None
-    kafka_topic: str | None = None
-    kafka_partition: int | None = None
-    kafka_offset: int | None = None
     committed_at: datetime
 
 
@@ -166,7 +159,7 @@ class Catalog:
         """
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        with self._transaction(write=True) as conn:
+        with self.transaction(write=True) as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
@@ -176,7 +169,7 @@ class Catalog:
 
     def schema_revision(self) -> str | None:
         """The Alembic revision the database is at; ``None`` before the first migration."""
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
     # --- Writes --------------------------------------------------------------------------
@@ -224,7 +217,7 @@ class Catalog:
         against what the writes before it left.
         """
         now = utcnow()
-        with self._transaction(write=True) as conn:
+        with self.transaction(write=True) as conn:
             return [
                 self._write_version(conn, w, now)
                 if isinstance(w, SampleVersion)
@@ -255,7 +248,7 @@ class Catalog:
     # --- Reads ---------------------------------------------------------------------------
     def state(self, sample_id: str) -> SampleState | None:
         """Where ``sample_id`` stands (also when deleted); ``None`` if never seen."""
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             row = conn.execute(select(samples).where(samples.c.sample_id == sample_id)).first()
         return None if row is None else SampleState(**_aware(row._mapping))
 
@@ -267,7 +260,7 @@ class Catalog:
         """
         ids = builtins.list(sample_ids)
         out: builtins.list[SampleState] = []
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             for start in range(0, len(ids), STATES_CHUNK):
                 chunk = ids[start : start + STATES_CHUNK]
                 rows = conn.execute(select(samples).where(samples.c.sample_id.in_(chunk)))
@@ -293,7 +286,7 @@ class Catalog:
         query = (
             select(versions).where(versions.c.sample_id == sample_id).order_by(versions.c.revision)
         )
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             return [_version(row._mapping) for row in conn.execute(query)]
 
     def tombstones(self, sample_id: str) -> builtins.list[Tombstone]:
@@ -303,7 +296,7 @@ class Catalog:
             .where(tombstones.c.sample_id == sample_id)
             .order_by(tombstones.c.revision)
         )
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             return [Tombstone(**_aware(row._mapping)) for row in conn.execute(query)]
 
     def count(self, *, include_deleted: bool = False) -> int:
@@ -311,7 +304,7 @@ class Catalog:
         query = select(func.count()).select_from(samples)
         if not include_deleted:
             query = query.where(~samples.c.deleted)
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             return int(conn.execute(query).scalar_one())
 
     # --- Internals -----------------------------------------------------------------------
@@ -368,19 +361,16 @@ class Catalog:
         )
         if where is not None:
             query = query.where(where)
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             return [_version(row._mapping) for row in conn.execute(query)]
 
-    def transaction(self, *, write: bool = False) -> AbstractContextManager[Connection]:
-        """One connection in one transaction, errors classified like the catalog's own: for
-        modules that keep their tables in the catalog database (:mod:`labelflow.sources.state`).
-        ``write`` takes SQLite's write lock at the start, so the transaction cannot fail half
-        way on a lock another writer took after it read."""
-        return self._transaction(write=write)
-
     @contextmanager
-    def _transaction(self, *, write: bool = False) -> Iterator[Connection]:
-        """One connection in one transaction; database errors come out classified."""
+    def transaction(self, *, write: bool = False) -> Iterator[Connection]:
+        """One connection in one transaction; database errors come out classified. The
+        catalog's own reads and writes use it, and so do modules that keep their tables in the
+        catalog database (:mod:`labelflow.sources.state`). ``write`` takes SQLite's write lock
+        at the start, so the transaction cannot fail half way on a lock another writer took
+        after it read."""
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(sqlite_begin_immediate=write)
