@@ -147,6 +147,9 @@ class ImageryProvider(Protocol):
 
     def read(self, ref: ImageRef) -> Chip: ...
 
+    def close(self) -> None:
+        """Release what reads keep open (connection pools, datasets)."""
+
 
 def crs_string(crs: CRS | None) -> str | None:
     """Short and stable where possible (``EPSG:3857``), exact otherwise (WKT)."""
