@@ -352,8 +352,16 @@ def _check_extent(
 
 
 def _same_crs(a: str | None, b: str | None) -> bool:
-    """Unset CRSs mean "the image's", so unset matches anything."""
-    if a is None or b is None:
+    """Whether labels in CRS ``a`` can be compared with image bounds in CRS ``b``.
+
+    Unset bounds CRS means "the image's own", which validation cannot know (it never opens
+    the image): labels in EPSG:4326 over a UTM scene with UTM bounds are not comparable, and
+    comparing them refused every such task as out of the image. Unset label CRS means the
+    bounds' CRS.
+    """
+    if b is None:
+        return False
+    if a is None:
         return True
     ca, cb = _parse_crs(a), _parse_crs(b)
     return ca is not None and ca == cb

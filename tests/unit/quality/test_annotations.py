@@ -115,3 +115,33 @@ def test_codes_are_stable() -> None:
         "revision.stale",
         "payload.too_large",
     }
+
+
+def test_lonlat_labels_are_not_compared_with_bounds_in_the_image_crs() -> None:
+    """Bounds without a CRS are in the image's own (here UTM metres): lon/lat labels inside
+    the scene must not be refused as outside them; the same bounds in EPSG:4326 still count."""
+    lonlat = {
+        "type": "Polygon",
+        "coordinates": [
+            [[-77.6, 24.1], [-77.59, 24.1], [-77.59, 24.11], [-77.6, 24.11], [-77.6, 24.1]]
+        ],
+    }
+
+    def event(bounds_crs: str | None) -> AnnotationEvent:
+        return AnnotationEvent(
+            source="test",
+            task_id="t-utm",
+            revision=1,
+            status=Status.SUBMITTED,
+            coordinates="geo",
+            crs="EPSG:4326",
+            features=[Feature(label="water", geometry=lonlat)],
+            image=ImageRef(
+                uri="/data/utm.tif", bounds=(300000.0, 2660000.0, 310000.0, 2670000.0),
+                bounds_crs=bounds_crs,
+            ),
+        )  # fmt: skip
+
+    assert validate_event(event(None), Taxonomy()) == []
+    [violation] = validate_event(event("EPSG:4326"), Taxonomy())
+    assert violation.code == Code.GEOMETRY_OUT_OF_IMAGE
