@@ -124,7 +124,7 @@ class Chip:
         digest = hashlib.sha256()
         header = f"{pixels.shape}|{pixels.dtype.str}|{crs}|{tuple(transform)[:6]}|{nodata}"
         digest.update(header.encode())
-        digest.update(np.ascontiguousarray(pixels).tobytes())
+        digest.update(np.ascontiguousarray(pixels))  # the buffer itself: no copy per chip
         return cls(pixels, crs, transform, nodata, digest.hexdigest())
 
     @property

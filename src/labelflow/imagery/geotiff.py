@@ -151,6 +151,9 @@ class GeoTiffProvider:
         except BaseException:
             cache.evict(uri)
             raise
+        else:
+            # Reachable again: GDAL's cache may serve it, and the set does not grow forever.
+            self._failed_remote.discard(uri)
 
     def _thread_cache(self) -> _OpenDatasets:
         cache: _OpenDatasets | None = getattr(self._local, "cache", None)
