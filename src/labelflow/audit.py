@@ -34,8 +34,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from sqlalchemy import select, tuple_
 
-from labelflow.catalog.schema import Base
-from labelflow.catalog.store import Catalog
+from labelflow.catalog.store import Catalog, tombstones, versions
 from labelflow.config import Settings
 from labelflow.errors import ClassifiedError
 from labelflow.events import decode
@@ -161,8 +160,7 @@ def _in_catalog(catalog: Catalog, identities: set[Identity]) -> set[Identity]:
     found: set[Identity] = set()
     pairs = sorted(identities)
     with catalog.transaction() as conn:
-        for name in ("sample_versions", "sample_tombstones"):
-            table = Base.metadata.tables[name]
+        for table in (versions, tombstones):
             key = tuple_(table.c.sample_id, table.c.revision)
             for start in range(0, len(pairs), 500):
                 query = select(table.c.sample_id, table.c.revision).where(

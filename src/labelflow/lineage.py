@@ -21,13 +21,12 @@ import zlib
 from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow.parquet as pq
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from labelflow.catalog.blobs import BlobStore
-from labelflow.catalog.schema import Base
 from labelflow.catalog.store import Catalog, SampleState, Tombstone
+from labelflow.catalog.store import versions as version_rows
 from labelflow.config import Settings
 from labelflow.errors import ClassifiedError
 from labelflow.events import decode
@@ -35,7 +34,7 @@ from labelflow.kafka.retry import Failure
 from labelflow.kafka.scan import scan, spans, with_key
 from labelflow.kafka.topics import Topic, retry_topic, topic_name
 from labelflow.model import AnnotationEvent, Quarantined, SampleRemoval, SampleVersion
-from labelflow.snapshots.store import MANIFEST, SnapshotStore
+from labelflow.snapshots.store import SnapshotStore
 from labelflow.stages.validate import unwrap
 
 
@@ -200,11 +199,7 @@ def memberships(settings: Settings, catalog: Catalog, sample_id: str) -> list[Me
     deletions = [(t.committed_at, t.revision) for t in catalog.tombstones(sample_id)]
     out = []
     for snapshot in SnapshotStore.from_settings(settings).list():
-        rows = pq.read_table(
-            snapshot.path / MANIFEST,
-            columns=["sample_id", "revision", "split"],
-            filters=[("sample_id", "=", sample_id)],
-        ).to_pylist()
+        rows = snapshot.manifest(["revision", "split"], sample_id=sample_id).to_pylist()
         taken = snapshot.meta.created_at
         if rows:
             row = rows[0]
@@ -225,9 +220,8 @@ def memberships(settings: Settings, catalog: Catalog, sample_id: str) -> list[Me
 
 
 def _committed_at(catalog: Catalog, sample_id: str) -> list[tuple[datetime, int]]:
-    versions = Base.metadata.tables["sample_versions"]
-    query = select(versions.c.committed_at, versions.c.revision).where(
-        versions.c.sample_id == sample_id
+    query = select(version_rows.c.committed_at, version_rows.c.revision).where(
+        version_rows.c.sample_id == sample_id
     )
     with catalog.transaction() as conn:
         rows = conn.execute(query).all()

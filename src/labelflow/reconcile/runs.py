@@ -23,16 +23,13 @@ from sqlalchemy import Select, Table, and_, exists, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from labelflow.catalog.schema import Base
-from labelflow.catalog.store import Catalog
+from labelflow.catalog.store import Catalog, samples, tombstones, versions
 from labelflow.reconcile.drift import CATALOG_SCHEMA, MARKER_SCHEMA, REPAIRED
 from labelflow.reconcile.listing import Scope
+from labelflow.sources.state import tasks as source_tasks
 
-samples: Table = Base.metadata.tables["samples"]
-source_tasks: Table = Base.metadata.tables["source_tasks"]
 runs: Table = Base.metadata.tables["reconcile_runs"]
 repairs: Table = Base.metadata.tables["reconcile_repairs"]
-versions: Table = Base.metadata.tables["sample_versions"]
-tombstones: Table = Base.metadata.tables["sample_tombstones"]
 
 UNIT_SEPARATOR = "\x1f"
 
