@@ -14,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from labelflow import __version__
@@ -98,8 +97,7 @@ def runs_for_sample(settings: Settings, sample_id: str) -> list[tuple[RunRecord,
     out = []
     for run in list_runs(settings):
         if run.snapshot not in splits:
-            manifest = store.open(run.snapshot).manifest(["sample_id", "split"])
-            hit = manifest.filter(pc.equal(manifest.column("sample_id"), sample_id))
+            hit = store.open(run.snapshot).manifest(["split"], sample_id=sample_id)
             splits[run.snapshot] = hit.column("split")[0].as_py() if hit.num_rows else None
         split = splits[run.snapshot]
         if split is not None:

@@ -112,8 +112,11 @@ class Snapshot:
     def name(self) -> str:
         return self.meta.name
 
-    def manifest(self, columns: list[str] | None = None) -> pa.Table:
-        return pq.read_table(self.path / MANIFEST, columns=columns)
+    def manifest(self, columns: list[str] | None = None, sample_id: str | None = None) -> pa.Table:
+        """The manifest's ``columns``; with ``sample_id``, only its row (the filter is pushed
+        into the Parquet reader, so one sample costs no read of the whole manifest)."""
+        filters = None if sample_id is None else [("sample_id", "=", sample_id)]
+        return pq.read_table(self.path / MANIFEST, columns=columns, filters=filters)
 
     def changes(self) -> pa.Table:
         """The diff to the parent (empty without one)."""
