@@ -5,21 +5,17 @@ them has its own tests)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 from pydantic import SecretStr
 
-from labelflow.catalog.store import Catalog, Deletion
+from labelflow.catalog.store import Catalog
 from labelflow.config import Settings
 from labelflow.model import AnnotationEvent, Status
-from labelflow.reconcile.drift import HELD_SCHEMA
-from labelflow.reconcile.listing import LabelStudioSource
-from labelflow.reconcile.reconciler import Reconciler
-from labelflow.reconcile.runs import samples
+from labelflow.reconcile.runs import RunReport, samples
 from labelflow.sources.labelstudio_api import LabelStudioClient
 from labelflow.sources.labelstudio_sync import list_tasks, source_of
 from labelflow.sources.state import SourceState
@@ -29,7 +25,6 @@ from support import make_version
 
 pytestmark = pytest.mark.integration
 
-NOTHING_HELD = pa.table([[], []], schema=HELD_SCHEMA)
 SQUARE = [[10.0, 10.0], [40.0, 10.0], [40.0, 40.0], [10.0, 40.0]]
 
 
@@ -53,7 +48,11 @@ def polygon(points: list[list[float]]) -> dict[str, Any]:
 
 
 def test_silent_deletions_in_label_studio_are_found_and_repaired(
-    labelstudio: LabelStudioServer, catalog_url: str, tmp_path: Path
+    labelstudio: LabelStudioServer,
+    catalog_url: str,
+    tmp_path: Path,
+    reconcile_labelstudio: Callable[..., RunReport],
+    commit_events: Callable[..., None],
 ) -> None:
     ls = labelstudio.client()
     created = ls.post("/api/projects", json={"title": "reconcile", "label_config": LABEL_CONFIG})
@@ -104,13 +103,7 @@ def test_silent_deletions_in_label_studio_are_found_and_repaired(
             conn.execute(samples.delete().where(samples.c.sample_id == key[ids[3]]))
 
         published: list[AnnotationEvent] = []
-        source = LabelStudioSource(settings, project)
-        try:
-            report = Reconciler(
-                settings, catalog, source, publish=published.extend, held=lambda: NOTHING_HELD
-            ).run()
-        finally:
-            source.close()
+        report = reconcile_labelstudio(settings, catalog, project, published)
 
         assert {k: n for k, n in report.counts.items() if n} == {
             "orphaned": 2,
@@ -125,20 +118,7 @@ def test_silent_deletions_in_label_studio_are_found_and_repaired(
         )
 
         # Once the pipeline has written the repairs, nothing is left.
-        catalog.apply(
-            [
-                Deletion(sample_id=e.task_id, revision=e.revision)
-                if e.removes_sample
-                else make_version(e.task_id, e.revision)
-                for e in published
-            ]
-        )
-        source = LabelStudioSource(settings, project)
-        try:
-            again = Reconciler(
-                settings, catalog, source, publish=published.extend, held=lambda: NOTHING_HELD
-            ).run()
-        finally:
-            source.close()
+        commit_events(catalog, published)
+        again = reconcile_labelstudio(settings, catalog, project, published)
         assert again.drift == 0, again.counts
     ls.close()

@@ -5,30 +5,24 @@ from the project's listing, and repaired with events claimed in the source state
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-import pyarrow as pa
 import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from labelflow.catalog.store import Catalog, Deletion
+from labelflow.catalog.store import Catalog
 from labelflow.cli import app as cli
 from labelflow.config import Settings
 from labelflow.model import AnnotationEvent, Status
-from labelflow.reconcile.drift import HELD_SCHEMA
-from labelflow.reconcile.listing import LabelStudioSource
-from labelflow.reconcile.reconciler import Reconciler
-from labelflow.reconcile.runs import samples
+from labelflow.reconcile.runs import RunReport, samples
 from labelflow.sources.labelstudio import task_to_event
 from labelflow.sources.state import SourceState
 from labelstudio_support import TOKEN, fake_labelstudio
-from support import make_version
 
 pytestmark = pytest.mark.integration
 
 PROJECT = 7
-NOTHING_HELD = pa.table([[], []], schema=HELD_SCHEMA)
 
 
 @pytest.fixture
@@ -38,19 +32,11 @@ def catalog(catalog_url: str) -> Iterator[Catalog]:
         yield cat
 
 
-def commit(catalog: Catalog, events: list[AnnotationEvent]) -> None:
-    """What the pipeline makes of these events in the catalog."""
-    catalog.apply(
-        [
-            Deletion(sample_id=e.task_id, revision=e.revision, reason=str(e.status))
-            if e.removes_sample
-            else make_version(e.task_id, e.revision)
-            for e in events
-        ]
-    )
-
-
-def test_silent_deletions_edits_and_lost_rows_are_repaired(catalog: Catalog) -> None:
+def test_silent_deletions_edits_and_lost_rows_are_repaired(
+    catalog: Catalog,
+    reconcile_labelstudio: Callable[..., RunReport],
+    commit_events: Callable[..., None],
+) -> None:
     with fake_labelstudio() as labelstudio:
         settings = Settings(
             catalog_url=catalog.url,
@@ -73,7 +59,7 @@ def test_silent_deletions_edits_and_lost_rows_are_repaired(catalog: Catalog) -> 
                 emitted_by="sources.changes:0:1",
             )
             emitted[external_id] = event
-        commit(catalog, list(emitted.values()))
+        commit_events(catalog, list(emitted.values()))
         assert emitted[101].status == Status.SUBMITTED and emitted[102].status == Status.SKIPPED
 
         del labelstudio.tasks[101]  # deleted in Label Studio, no webhook
@@ -82,13 +68,7 @@ def test_silent_deletions_edits_and_lost_rows_are_repaired(catalog: Catalog) -> 
             conn.execute(samples.delete().where(samples.c.sample_id == emitted[102].task_id))
 
         published: list[AnnotationEvent] = []
-        source = LabelStudioSource(settings, PROJECT)
-        try:
-            report = Reconciler(
-                settings, catalog, source, publish=published.extend, held=lambda: NOTHING_HELD
-            ).run()
-        finally:
-            source.close()
+        report = reconcile_labelstudio(settings, catalog, PROJECT, published)
 
         assert {k: n for k, n in report.counts.items() if n} == {
             "orphaned": 1,
@@ -104,13 +84,8 @@ def test_silent_deletions_edits_and_lost_rows_are_repaired(catalog: Catalog) -> 
         assert known is not None and known.status == Status.DELETED
         assert known.emitted_by == f"reconcile:{report.run_id}"
 
-        commit(catalog, published)
-        source = LabelStudioSource(settings, PROJECT)
-        try:
-            again = Reconciler(settings, catalog, source, publish=published.extend,
-                               held=lambda: NOTHING_HELD).run()  # fmt: skip
-        finally:
-            source.close()
+        commit_events(catalog, published)
+        again = reconcile_labelstudio(settings, catalog, PROJECT, published)
         assert again.drift == 0 and again.repairs == 0, again.counts
 
     env = {"LABELFLOW_CATALOG_URL": catalog.url, "LABELFLOW_CONFIG_FILE": "/nonexistent.toml"}
