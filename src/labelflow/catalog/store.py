@@ -127,7 +127,8 @@ class Catalog:
     def __init__(self, url: str, *, busy_timeout_s: float = 30.0) -> None:
         self.url = url
         self.engine = _create_engine(url, busy_timeout_s)
-        self._insert = (
+        # INSERT … ON CONFLICT of this database's dialect: what every upsert here is built on.
+        self.insert = (
             postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
         )
         if self.engine.dialect.name not in ("postgresql", "sqlite"):
@@ -227,7 +228,7 @@ class Catalog:
 
     def _write_version(self, conn: Connection, version: SampleVersion, now: datetime) -> bool:
         row = _version_row(version, now)
-        insert_version = self._insert(versions).values(**row)
+        insert_version = self.insert(versions).values(**row)
         conn.execute(
             insert_version.on_conflict_do_update(
                 index_elements=[versions.c.sample_id, versions.c.revision],
@@ -239,7 +240,7 @@ class Catalog:
 
     def _write_deletion(self, conn: Connection, deletion: Deletion, now: datetime) -> bool:
         conn.execute(
-            self._insert(tombstones)
+            self.insert(tombstones)
             .values(**deletion.model_dump(), committed_at=now)
             .on_conflict_do_nothing()
         )
@@ -324,7 +325,7 @@ class Catalog:
         insert or the update happened: exactly "this write is the current state now".
         """
         deleted = hashes is None
-        new = self._insert(samples).values(
+        new = self.insert(samples).values(
             sample_id=sample_id,
             revision=revision,
             deleted=deleted,

@@ -25,7 +25,6 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import Table, and_, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from labelflow.catalog.schema import Base
 from labelflow.catalog.store import Catalog, CatalogError
@@ -70,9 +69,7 @@ class SourceState:
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self._insert = (
-            postgresql.insert if catalog.engine.dialect.name == "postgresql" else sqlite.insert
-        )
+        self._insert = catalog.insert
 
     # --- emitted revisions ---------------------------------------------------------------
     def claim(
