@@ -33,7 +33,7 @@ from labelflow.events import decode
 from labelflow.kafka.retry import Failure
 from labelflow.kafka.scan import scan, spans, with_key
 from labelflow.kafka.topics import Topic, retry_topic, topic_name
-from labelflow.model import AnnotationEvent, Quarantined, SampleRemoval, SampleVersion
+from labelflow.model import AnnotationEvent, Quarantined, SampleRemoval, SampleVersion, as_utc
 from labelflow.snapshots.store import SnapshotStore
 from labelflow.stages.validate import unwrap
 
@@ -225,8 +225,4 @@ def _committed_at(catalog: Catalog, sample_id: str) -> list[tuple[datetime, int]
     )
     with catalog.transaction() as conn:
         rows = conn.execute(query).all()
-    return [(_utc(when), revision) for when, revision in rows]
-
-
-def _utc(when: datetime) -> datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return [(as_utc(when), revision) for when, revision in rows]

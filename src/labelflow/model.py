@@ -27,6 +27,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` with a time zone: a naive time is UTC (SQLite hands stored times back naive,
+    and sources write them so)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 class Status(StrEnum):
     """Where a revision stands in the labelling tool's review flow."""
 

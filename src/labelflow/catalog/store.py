@@ -29,7 +29,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -57,7 +57,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from labelflow.catalog.schema import Base
 from labelflow.config import Settings
 from labelflow.errors import ClassifiedError
-from labelflow.model import Feature, Lineage, SampleVersion, utcnow
+from labelflow.model import Feature, Lineage, SampleVersion, as_utc, utcnow
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -511,14 +511,9 @@ def _version(row: Mapping[str, Any]) -> SampleVersion:
             kafka_partition=row["kafka_partition"],
             kafka_offset=row["kafka_offset"],
         ),
-        created_at=_utc(row["created_at"]),
+        created_at=as_utc(row["created_at"]),
     )
 
 
-def _utc(value: datetime) -> datetime:
-    """SQLite hands timestamps back naive (it stores them as text); they were written in UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _aware(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
+    return {k: as_utc(v) if isinstance(v, datetime) else v for k, v in row.items()}

@@ -17,6 +17,7 @@ from labelflow.errors import LabelflowError
 from labelflow.kafka.held import READ_TIMEOUT_S, HeldRecord, WriteBack, read_held, write_back
 from labelflow.kafka.retry import Failure, user_headers
 from labelflow.kafka.topics import Topic, topic_name
+from labelflow.model import as_utc
 from labelflow.stage import Headers
 
 REPLAY_OF = "labelflow.replay.of"
@@ -106,4 +107,4 @@ def parse_since(text: str) -> datetime:
             f"--since {text!r} is neither a duration nor a time",
             hint="use e.g. 30m, 2h, 7d or 2025-01-31T12:00",
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return as_utc(when)

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.csv as pv
 from pydantic import BaseModel, Field
 from sqlalchemy import Select, Table, and_, exists, func, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from labelflow.catalog.schema import Base
 from labelflow.catalog.store import Catalog, samples, tombstones, versions
+from labelflow.model import as_utc
 from labelflow.reconcile.drift import CATALOG_SCHEMA, MARKER_SCHEMA, REPAIRED
 from labelflow.reconcile.listing import Scope
 from labelflow.sources.state import tasks as source_tasks
@@ -201,9 +201,7 @@ def markers(catalog: Catalog, source: str, scope: Scope) -> pa.Table:
 def _epoch(value: datetime | str) -> float:
     if isinstance(value, str):  # SQLite through the raw cursor: ISO text
         value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
+    return as_utc(value).timestamp()
 
 
 def record(
@@ -212,7 +210,7 @@ def record(
     """The run, and the repairs it emitted (``task_id, revision, category``), in one
     transaction; a task repaired again counts one more attempt (:func:`reset_window` forgets
     repairs whose window ended)."""
-    insert = postgresql.insert if catalog.engine.dialect.name == "postgresql" else sqlite.insert
+    insert = catalog.insert
     with catalog.transaction(write=True) as conn:
         conn.execute(runs.insert().values(**report.model_dump()))
         for start in range(0, len(emitted), 500):
@@ -261,6 +259,5 @@ def recent(catalog: Catalog, *, source: str | None = None, limit: int = 20) -> l
     with catalog.transaction() as conn:
         rows = [dict(r._mapping) for r in conn.execute(query)]
     for row in rows:
-        if row["started_at"].tzinfo is None:
-            row["started_at"] = row["started_at"].replace(tzinfo=UTC)
+        row["started_at"] = as_utc(row["started_at"])
     return [RunReport.model_validate(row) for row in rows]

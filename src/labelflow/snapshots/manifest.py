@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 
 from labelflow.catalog.store import Catalog, samples, tombstones, versions
+from labelflow.model import as_utc
 from labelflow.snapshots.settings import SplitRules
 from labelflow.snapshots.splits import EXCLUDED, assign_splits
 
@@ -270,9 +271,7 @@ def _state(conn: Connection) -> CatalogState:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    return None if value is None else as_utc(value)
 
 
 def with_splits(table: pa.Table, rules: SplitRules) -> pa.Table:

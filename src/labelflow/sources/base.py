@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from labelflow.errors import PermanentError
-from labelflow.model import AnnotationEvent
+from labelflow.model import AnnotationEvent, as_utc
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -121,9 +121,7 @@ def revision_of(when: datetime) -> int:
     Sources rarely carry a revision counter, but they do carry "last modified" times, and
     those only grow for one task. Microseconds keep two saves in the same second apart.
     """
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return (when - EPOCH) // timedelta(microseconds=1)
+    return (as_utc(when) - EPOCH) // timedelta(microseconds=1)
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -137,7 +135,7 @@ def parse_time(value: Any) -> datetime | None:
             parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError as exc:
             raise SourceFormatError("time.invalid", f"not an ISO-8601 time: {value!r}") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return as_utc(parsed)
 
 
 def closed_ring(points: Sequence[Sequence[float]]) -> list[list[float]]:
